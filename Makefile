@@ -1,0 +1,43 @@
+# Two commands matter: `make run` (the service on SQLite) and `make test` (everything CI runs).
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+DEV_SECRET := whsec_Y29kYXQtd2ViaG9va3MtZGV2LW9ubHkh
+
+.PHONY: install run test lint typecheck unit reliability bench-receive postgres clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Settings in the environment win; only a missing secret gets the development one.
+run: install
+	@if [ -z "$$CODAT_WEBHOOK_SECRETS" ]; then \
+		export CODAT_WEBHOOK_SECRETS=$(DEV_SECRET); \
+		echo "Using the development webhook secret: $(DEV_SECRET)"; \
+	fi; \
+	export LOG_FORMAT=$${LOG_FORMAT:-console}; \
+	$(BIN)/codat-webhooks migrate && exec $(BIN)/codat-webhooks serve
+
+postgres:
+	@bash scripts/ensure-postgres.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy app migrations tests
+
+test: install postgres lint typecheck
+	$(BIN)/pytest
+
+reliability: install postgres
+	RELIABILITY_FULL=1 $(BIN)/pytest -m reliability
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""HTTP routes other than the webhook: health now, the status API later."""

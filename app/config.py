@@ -1,0 +1,59 @@
+"""Settings: every knob is an environment variable, read once at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///./var/codat-webhooks.db"
+
+
+def _split_commas(value: object) -> object:
+    """Let lists be written as `a,b` in the environment, as operators expect."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class DatabaseSettings(BaseSettings):
+    """What `migrate` needs: only the database, not the webhook secrets."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+
+
+class Settings(DatabaseSettings):
+    """The service's configuration. Secrets are `SecretStr` so they never print."""
+
+    codat_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(min_length=1)
+    webhook_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("codat_webhook_secrets", mode="before")
+    @classmethod
+    def _secrets_from_commas(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("codat_webhook_secrets")
+    @classmethod
+    def _secrets_look_like_svix(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for secret in value:
+            if not secret.get_secret_value().startswith("whsec_"):
+                raise ValueError(
+                    "each secret must start with whsec_ (copy it from the Codat Portal)"
+                )
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own `Settings` instead."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Receiving: the only part that knows Svix. Verify, store once, answer fast."""

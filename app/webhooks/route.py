@@ -1,0 +1,105 @@
+"""POST /webhooks/codat: the one public, hot route, kept lean on purpose.
+
+It is a plain Starlette endpoint (no FastAPI dependency injection) because it runs
+for every delivery; the logic is in `receive_delivery`, which tests call directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from app.metrics import WEBHOOKS_RECEIVED
+from app.webhooks.envelope import read_facts
+from app.webhooks.signature import InvalidSignature, SignatureVerifier, delivery_id
+from app.webhooks.store import DatabaseUnavailable, EventWriter, IncomingEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Receiver:
+    verifier: SignatureVerifier
+    writer: EventWriter
+    max_body_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status_code: int
+    body: dict[str, str]
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
+    """Stop at the limit instead of buffering whatever a client chooses to send."""
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def _rejected(reason: str, status_code: int, message: str) -> Answer:
+    WEBHOOKS_RECEIVED.labels(event_type="", outcome=reason).inc()
+    return Answer(status_code, {"error": message})
+
+
+async def receive_delivery(receiver: Receiver, body: bytes, headers: Mapping[str, str]) -> Answer:
+    """Verify, then store once. Nothing unsigned is parsed, stored or logged."""
+    try:
+        receiver.verifier.verify(body, headers)
+    except InvalidSignature as exc:
+        log.warning("webhook rejected", extra={"reason": str(exc), "size": len(body)})
+        return _rejected("rejected_signature", 401, "invalid signature")
+    facts = read_facts(body)
+    event = IncomingEvent(
+        delivery_id=delivery_id(headers),
+        raw_body=body,
+        received_at=datetime.now(UTC),
+        event_id=facts.event_id,
+        event_type=facts.event_type,
+        company_id=facts.company_id,
+        connection_id=facts.connection_id,
+        generated_at=facts.generated_at,
+        unprocessable_reason=facts.unprocessable,
+    )
+    event_type = facts.event_type or ""
+    try:
+        result = await receiver.writer.store(event)
+    except DatabaseUnavailable:
+        WEBHOOKS_RECEIVED.labels(event_type=event_type, outcome="unavailable").inc()
+        return Answer(503, {"error": "storage unavailable, retry later"})
+    outcome = "unprocessable" if facts.unprocessable and result == "stored" else result.value
+    WEBHOOKS_RECEIVED.labels(event_type=event_type, outcome=outcome).inc()
+    if facts.unprocessable and result == "stored":
+        log.warning(
+            "signed body kept as unprocessable",
+            extra={"delivery_id": event.delivery_id, "reason": facts.unprocessable},
+        )
+    return Answer(200, {"status": outcome})
+
+
+async def codat_webhook_endpoint(request: Request) -> Response:
+    receiver: Receiver = request.app.state.receiver
+    try:
+        body = await read_limited(
+            request.stream(), request.headers.get("content-length"), receiver.max_body_bytes
+        )
+    except BodyTooLarge:
+        WEBHOOKS_RECEIVED.labels(event_type="", outcome="rejected_size").inc()
+        log.warning("webhook rejected", extra={"reason": "body over the size limit"})
+        return JSONResponse({"error": "body too large"}, status_code=413)
+    answer = await receive_delivery(receiver, body, request.headers)
+    return JSONResponse(answer.body, status_code=answer.status_code)

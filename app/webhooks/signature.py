@@ -1,0 +1,39 @@
+"""Svix signature checks against every configured secret (rotation without downtime)."""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Mapping, Sequence
+from typing import cast
+
+from svix.webhooks import Webhook, WebhookVerificationError
+
+
+class InvalidSignature(Exception):
+    """The delivery is not provably from Codat; the reason is for logs, not responses."""
+
+
+class SignatureVerifier:
+    def __init__(self, secrets: Sequence[str]) -> None:
+        if not secrets:
+            raise ValueError("at least one webhook secret is required")
+        self._webhooks = [Webhook(secret) for secret in secrets]
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> None:
+        """Pass if any secret verifies; svix reads `svix-*` or `webhook-*` headers."""
+        reason = "no secret matched"
+        for webhook in self._webhooks:
+            try:
+                webhook.verify(body, cast(dict[str, str], headers))
+                return
+            except WebhookVerificationError as exc:
+                reason = str(exc)
+            # Hostile headers or bodies make svix raise more than its own error.
+            except (ValueError, binascii.Error, UnicodeDecodeError, TypeError) as exc:
+                reason = f"malformed signature input ({type(exc).__name__})"
+        raise InvalidSignature(reason)
+
+
+def delivery_id(headers: Mapping[str, str]) -> str:
+    """The id that stays the same across Svix retries; same header precedence as svix."""
+    return headers.get("svix-id") or headers.get("webhook-id") or ""

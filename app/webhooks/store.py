@@ -1,0 +1,176 @@
+"""Storing deliveries once, with group commit.
+
+Each request hands its row to one writer task per process and waits. While a commit
+is in flight the next requests queue up, and the writer inserts all of them in one
+statement and one commit. No request is answered before its row is durable, and the
+unique delivery id makes a retry or a racing duplicate a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.models import EventStatus, WebhookEvent
+
+log = logging.getLogger(__name__)
+
+
+class StoreResult(enum.StrEnum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"
+
+
+class DatabaseUnavailable(Exception):
+    """The row is not stored; the sender must retry (the route answers 503)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    delivery_id: str
+    raw_body: bytes
+    received_at: datetime
+    event_id: str | None
+    event_type: str | None
+    company_id: str | None
+    connection_id: str | None
+    generated_at: datetime | None
+    unprocessable_reason: str | None
+
+    def row(self) -> dict[str, Any]:
+        status = EventStatus.UNPROCESSABLE if self.unprocessable_reason else EventStatus.PENDING
+        return {
+            "delivery_id": self.delivery_id,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "company_id": self.company_id,
+            "connection_id": self.connection_id,
+            "generated_at": self.generated_at,
+            "received_at": self.received_at,
+            "raw_body": self.raw_body,
+            "status": status.value,
+            "attempts": 0,
+            "next_attempt_at": None if self.unprocessable_reason else self.received_at,
+            "last_error": self.unprocessable_reason,
+        }
+
+
+def _insert_ignoring_duplicates(engine: AsyncEngine) -> Insert:
+    dialect_insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+    return (
+        dialect_insert(WebhookEvent)
+        .on_conflict_do_nothing(index_elements=["delivery_id"])
+        .returning(WebhookEvent.delivery_id)
+    )
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """A lost connection fails the whole batch; anything else may be one bad row."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(exc, OSError | TimeoutError):
+        return True
+    return "connect" in str(exc).lower()
+
+
+_Pending = tuple[IncomingEvent, "asyncio.Future[StoreResult]"]
+
+
+class EventWriter:
+    """One per process; `store` is what the webhook route awaits."""
+
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = 500, writers: int | None = None):
+        self._engine = engine
+        self._max_batch = max_batch
+        # SQLite has one writer at a time anyway; PostgreSQL overlaps two commits.
+        self._writers = writers or (1 if engine.dialect.name == "sqlite" else 2)
+        self._insert = _insert_ignoring_duplicates(engine)
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._run()) for _ in range(self._writers)]
+
+    async def close(self) -> None:
+        """Finish what was handed in, then stop."""
+        await self._queue.join()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def store(self, event: IncomingEvent) -> StoreResult:
+        if not self._tasks:
+            raise RuntimeError("EventWriter.start() was not called")
+        future: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((event, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        try:
+            results = await self._insert_rows([event for event, _ in batch])
+        except (SQLAlchemyError, OSError) as exc:
+            if len(batch) == 1 or _is_outage(exc):
+                log.warning("event store failed", extra={"batch": len(batch), "error": str(exc)})
+                for _, future in batch:
+                    _settle(future, exc=DatabaseUnavailable(type(exc).__name__))
+                return
+            # Keep one bad row from failing its neighbours.
+            for pending in batch:
+                await self._write([pending])
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result=result)
+
+    async def _insert_rows(self, events: list[IncomingEvent]) -> list[StoreResult]:
+        """One result per event, in order; only the first of twins in a batch is new."""
+        first_by_id: dict[str, IncomingEvent] = {}
+        for event in events:
+            first_by_id.setdefault(event.delivery_id, event)
+        rows = [event.row() for event in first_by_id.values()]
+        async with self._engine.begin() as connection:
+            inserted = set((await connection.execute(self._insert, rows)).scalars())
+        results = []
+        for event in events:
+            new = event.delivery_id in inserted
+            inserted.discard(event.delivery_id)
+            results.append(StoreResult.STORED if new else StoreResult.DUPLICATE)
+        return results
+
+
+def _settle(
+    future: asyncio.Future[StoreResult],
+    *,
+    result: StoreResult | None = None,
+    exc: BaseException | None = None,
+) -> None:
+    if future.done():  # the request was cancelled (client went away)
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        assert result is not None
+        future.set_result(result)

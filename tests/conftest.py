@@ -1,0 +1,166 @@
+"""Fixtures: every integration test runs on SQLite and on the real PostgreSQL.
+
+Each run gets its own PostgreSQL database, so two runs cannot collide; if the server
+cannot be reached the tests fail (they never skip), as CI must.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import delete, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.db import create_engine
+from app.main import create_app
+from app.migrate import upgrade
+from app.models import Base
+from tests.support.signing import ROTATED_SECRET, TEST_SECRET
+
+SHARED = Path(os.environ.get("CODAT_SHARED_DIR", Path(__file__).parents[2] / "shared"))
+SAMPLES_DIR = SHARED / "samples"
+ADMIN_POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def load_samples() -> dict[str, bytes]:
+    return {path.stem: path.read_bytes() for path in sorted(SAMPLES_DIR.glob("*.json"))}
+
+
+def sample(name: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads((SAMPLES_DIR / f"{name}.json").read_bytes())
+    return result
+
+
+class PostgresDatabases:
+    """Creates throw-away databases on the test server and drops them at the end."""
+
+    def __init__(self, admin_url: str) -> None:
+        self._admin_url = admin_url
+        self._created: list[str] = []
+
+    async def create(self) -> str:
+        import asyncpg
+
+        name = f"codat_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        conn = await asyncpg.connect(_asyncpg_dsn(self._admin_url), timeout=10)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        self._created.append(name)
+        return make_url(self._admin_url).set(database=name).render_as_string(hide_password=False)
+
+    async def drop_all(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(_asyncpg_dsn(self._admin_url), timeout=10)
+        try:
+            for name in self._created:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+async def postgres_databases() -> AsyncIterator[PostgresDatabases]:
+    databases = PostgresDatabases(ADMIN_POSTGRES_URL)
+    yield databases
+    await databases.drop_all()
+
+
+async def new_database_url(
+    backend: str, tmp_dir: Path, postgres_databases: PostgresDatabases, *, migrate: bool = True
+) -> str:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_dir / f'{uuid.uuid4().hex[:8]}.db'}"
+    else:
+        url = await postgres_databases.create()
+    if migrate:
+        await asyncio.to_thread(upgrade, url)
+    return url
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+async def database_url(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_databases: PostgresDatabases,
+) -> str:
+    """One migrated database per backend for the whole run; tests clean up after them."""
+    return await new_database_url(
+        request.param, tmp_path_factory.mktemp(request.param), postgres_databases
+    )
+
+
+@pytest.fixture(scope="session")
+async def shared_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def engine(shared_engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    yield shared_engine
+    async with shared_engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            await connection.execute(delete(table))
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "codat_webhook_secrets": f"{TEST_SECRET},{ROTATED_SECRET}",
+        "webhook_max_body_bytes": 64 * 1024,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan, reached through an in-process ASGI transport."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield client
+
+
+@pytest.fixture
+async def client(settings: Settings, engine: AsyncEngine) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(create_app(settings, engine=engine)) as client:
+        yield client
+
+
+async def count_rows(engine: AsyncEngine, table: str = "webhook_events") -> int:
+    async with engine.connect() as connection:
+        return int((await connection.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
+
+
+@pytest.fixture
+def samples() -> Iterator[dict[str, bytes]]:
+    yield load_samples()
