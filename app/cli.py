@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from typing import Annotated
 
 import typer
@@ -45,6 +47,32 @@ def serve(
         access_log=False,
         timeout_graceful_shutdown=20,
     )
+
+
+@cli.command()
+def worker() -> None:
+    """Process stored events on their own (several may share one PostgreSQL)."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(run_worker(settings))
+
+
+async def run_worker(settings: Settings) -> None:
+    from app.db import create_engine
+    from app.processing.context import build_context
+    from app.processing.worker import Worker
+
+    engine = create_engine(settings.database_url)
+    worker = Worker(build_context(settings, engine))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await worker.run(stop)
+    finally:
+        await worker.ctx.codat.aclose()
+        await engine.dispose()
 
 
 @cli.command()

@@ -37,6 +37,24 @@ class Settings(DatabaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 
+    codat_api_key: SecretStr = SecretStr("")
+    codat_base_url: str = "https://api.codat.io"
+    codat_timeout_seconds: float = Field(default=30.0, gt=0)
+    codat_max_concurrency: int = Field(default=32, ge=1)
+    bill_pay_variant: Literal["async", "sync"] = "async"
+
+    # read.completed events for one company and type arriving this close share one pull.
+    pull_debounce_seconds: float = Field(default=2.0, ge=0)
+
+    embedded_worker: bool = True
+    worker_concurrency: int = Field(default=16, ge=1)
+    worker_max_attempts: int = Field(default=10, ge=1)
+    worker_lease_seconds: float = Field(default=60.0, gt=0)
+    worker_poll_interval: float = Field(default=0.5, gt=0)
+    worker_retry_base_seconds: float = Field(default=10.0, ge=0)
+    worker_retry_max_seconds: float = Field(default=3600.0, ge=0)
+    worker_shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+
     @field_validator("codat_webhook_secrets", mode="before")
     @classmethod
     def _secrets_from_commas(cls, value: object) -> object:

@@ -7,10 +7,12 @@ async throughout, so it swaps in the async driver for each.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
@@ -29,8 +31,10 @@ def async_url(database_url: str) -> URL:
     return url.set(drivername=ASYNC_DRIVERS[backend])
 
 
-def is_sqlite(engine: AsyncEngine) -> bool:
-    return engine.dialect.name == "sqlite"
+def dialect_insert(bind: AsyncEngine | AsyncSession) -> Callable[..., Any]:
+    """INSERT with ON CONFLICT: both databases have it, each under its own dialect."""
+    name = bind.get_bind().dialect.name if isinstance(bind, AsyncSession) else bind.dialect.name
+    return postgresql.insert if name == "postgresql" else sqlite.insert
 
 
 def _prepare_sqlite_file(url: URL) -> None:

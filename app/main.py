@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.api import health
 from app.config import Settings, get_settings
 from app.db import create_engine
+from app.processing.context import build_context
+from app.processing.worker import Worker
 from app.webhooks.route import Receiver, codat_webhook_endpoint
 from app.webhooks.signature import SignatureVerifier
 from app.webhooks.store import EventWriter
@@ -25,7 +28,10 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
         app.state.engine = engine or create_engine(settings.database_url)
-        writer = EventWriter(app.state.engine)
+        worker: Worker | None = None
+        if settings.embedded_worker:
+            worker = Worker(build_context(settings, app.state.engine))
+        writer = EventWriter(app.state.engine, on_stored=worker.wake if worker else None)
         writer.start()
         app.state.receiver = Receiver(
             verifier=SignatureVerifier(
@@ -34,10 +40,16 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
             writer=writer,
             max_body_bytes=settings.webhook_max_body_bytes,
         )
+        stop = asyncio.Event()
+        worker_task = asyncio.create_task(worker.run(stop)) if worker else None
         try:
             yield
         finally:
             await writer.close()
+            if worker and worker_task:
+                stop.set()
+                await worker_task
+                await worker.ctx.codat.aclose()
             if own_engine:
                 await app.state.engine.dispose()
 

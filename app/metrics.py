@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 WEBHOOKS_RECEIVED = Counter(
     "codat_webhooks_received_total",
     "Webhook deliveries by event type and outcome (stored, duplicate, unprocessable, "
     "rejected_signature, rejected_size, unavailable).",
     ["event_type", "outcome"],
+)
+CODAT_CALLS = Counter(
+    "codat_api_calls_total",
+    "Calls to Codat's API by operation and HTTP status (or 'error' without an answer).",
+    ["operation", "status"],
+)
+WORK_DONE = Counter(
+    "codat_work_processed_total",
+    "Events and jobs the worker finished, by kind (event type or job kind) and outcome "
+    "(processed, ignored, retry, dead, paused).",
+    ["queue", "kind", "outcome"],
+)
+WORK_SECONDS = Histogram(
+    "codat_work_duration_seconds",
+    "Time a worker spent on one event or job.",
+    ["queue"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )

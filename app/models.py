@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Index,
@@ -18,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -99,3 +102,145 @@ class WebhookEvent(Base):
         Index("ix_webhook_events_company_id_id", "company_id", "id"),
         Index("ix_webhook_events_event_type_id", "event_type", "id"),
     )
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    DEAD = "dead"
+
+
+class Job(Base):
+    """Work for Codat that events (or schedules) ask for, collapsed by `key`.
+
+    One row per key, re-armed when asked again: two waiting pulls of the same company and
+    data type are one row, and a row is only ever claimed by one worker at a time.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    company_id: Mapped[str | None] = mapped_column(String(255))
+    data_type: Mapped[str | None] = mapped_column(String(64))
+    connection_id: Mapped[str | None] = mapped_column(String(255))
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]
+    locked_by: Mapped[str | None] = mapped_column(String(255))
+    # Asked for again while running: run once more when this run ends.
+    rerun: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_jobs_due", "status", "next_attempt_at"),)
+
+
+class Company(Base):
+    """A Codat company as the events and pulls have shown it."""
+
+    __tablename__ = "companies"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(512))
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32), default="active")
+    status_event_at: Mapped[datetime | None]
+    connection_id: Mapped[str | None] = mapped_column(String(255))
+    connection_status: Mapped[str | None] = mapped_column(String(64))
+    connection_event_at: Mapped[datetime | None]
+    initial_read_status: Mapped[str | None] = mapped_column(String(32))
+    initial_read_failures: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    initial_read_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class DataTypeState(Base):
+    """Freshness of one company's data type: the last read Codat reported, our last pull."""
+
+    __tablename__ = "data_type_states"
+
+    company_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    data_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    connection_id: Mapped[str | None] = mapped_column(String(255))
+    last_read_status: Mapped[str | None] = mapped_column(String(64))
+    last_read_at: Mapped[datetime | None]
+    last_read_issues: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    last_pulled_at: Mapped[datetime | None]
+    # The newest `modifiedDate` pulled: the next pull asks only for what is newer.
+    pull_watermark: Mapped[datetime | None]
+    record_count: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime]
+
+
+class Record(Base):
+    """The local copy: one row per Codat record, the record itself kept as JSON."""
+
+    __tablename__ = "records"
+
+    company_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    data_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    record_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    connection_id: Mapped[str | None] = mapped_column(String(255))
+    modified_date: Mapped[datetime | None]
+    is_deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    pulled_at: Mapped[datetime]
+
+    __table_args__ = (
+        Index(
+            "ix_records_company_id_data_type_modified_date",
+            "company_id",
+            "data_type",
+            "modified_date",
+        ),
+    )
+
+
+class WriteOutcome(Base):
+    """The result of one write to the SMB's accounting software, by push operation key."""
+
+    __tablename__ = "write_outcomes"
+
+    push_operation_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    company_id: Mapped[str | None] = mapped_column(String(255))
+    connection_id: Mapped[str | None] = mapped_column(String(255))
+    data_type: Mapped[str] = mapped_column(String(64))
+    write_type: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32))
+    record_id: Mapped[str | None] = mapped_column(String(255))
+    attachment_id: Mapped[str | None] = mapped_column(String(255))
+    requested_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    error_message: Mapped[str | None] = mapped_column(Text)
+    validation: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(32), default="webhook")
+    event_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_write_outcomes_company_id_status", "company_id", "status"),)
+
+
+class RateLimitState(Base):
+    """The one row saying whether calls to Codat are paused, shared by every process."""
+
+    __tablename__ = "rate_limit_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, default=1)
+    paused_until: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(String(64))
+    daily_quota: Mapped[int | None] = mapped_column(Integer)
+    quota_remaining: Mapped[int | None] = mapped_column(Integer)
+    event_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]

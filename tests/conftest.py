@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,9 @@ BACKENDS = ["sqlite", "postgresql"]
 
 
 def load_samples() -> dict[str, bytes]:
-    return {path.stem: path.read_bytes() for path in sorted(SAMPLES_DIR.glob("*.json"))}
+    found = {path.stem: path.read_bytes() for path in sorted(SAMPLES_DIR.glob("*.json"))}
+    assert len(found) >= 5, f"sample events not found in {SAMPLES_DIR} (set CODAT_SHARED_DIR)"
+    return found
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -136,6 +139,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "codat_webhook_secrets": f"{TEST_SECRET},{ROTATED_SECRET}",
         "webhook_max_body_bytes": 64 * 1024,
+        "embedded_worker": False,
     }
     values.update(overrides)
     return Settings(**values)
@@ -164,3 +168,83 @@ async def count_rows(engine: AsyncEngine, table: str = "webhook_events") -> int:
 @pytest.fixture
 def samples() -> Iterator[dict[str, bytes]]:
     yield load_samples()
+
+
+# -- processing: a fake Codat on loopback, a worker, and a clock the tests control -----
+
+API_KEY = "test-codat-api-key-do-not-log"
+
+
+class Clock:
+    """Real time plus an offset the tests move, so no test sleeps to see time pass."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    @property
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+@pytest.fixture(scope="session")
+def fake_codat_server() -> Iterator[tuple[Any, str]]:
+    from tests.support.fake_codat import FakeCodat, run_fake_codat
+
+    fake = FakeCodat(api_key=API_KEY)
+    with run_fake_codat(fake) as base_url:
+        yield fake, base_url
+
+
+@pytest.fixture
+def fake_codat(fake_codat_server: tuple[Any, str]) -> Any:
+    fake, _ = fake_codat_server
+    fake.reset()
+    return fake
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make_context(
+    engine: AsyncEngine, base_url: str, clock: Clock, *, page_size: int = 2, **overrides: Any
+) -> Any:
+    from app.codat.client import CodatClient
+    from app.codat.gate import PauseGate
+    from app.db import session_factory
+    from app.processing.context import Context
+
+    settings = make_settings(
+        "sqlite://unused",
+        codat_api_key=API_KEY,
+        worker_retry_base_seconds=1,
+        worker_retry_max_seconds=2,
+        **{"pull_debounce_seconds": 0, **overrides},
+    )
+    client = CodatClient(
+        api_key=API_KEY,
+        base_url=base_url,
+        gate=PauseGate(clock),
+        clock=clock,
+        page_size=page_size,
+        retry_base_delay=0.001,
+        timeout=5,
+    )
+    return Context(sessions=session_factory(engine), codat=client, settings=settings, clock=clock)
+
+
+@pytest.fixture
+async def ctx(
+    engine: AsyncEngine, fake_codat_server: tuple[Any, str], fake_codat: Any, clock: Clock
+) -> AsyncIterator[Any]:
+    context = make_context(engine, fake_codat_server[1], clock)
+    fake_codat.now = clock
+    yield context
+    await context.codat.aclose()

@@ -12,15 +12,16 @@ import asyncio
 import contextlib
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Insert
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.db import dialect_insert
 from app.models import EventStatus, WebhookEvent
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,12 @@ class IncomingEvent:
 
 
 def _insert_ignoring_duplicates(engine: AsyncEngine) -> Insert:
-    dialect_insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-    return (
-        dialect_insert(WebhookEvent)
+    insert: Insert = (
+        dialect_insert(engine)(WebhookEvent)
         .on_conflict_do_nothing(index_elements=["delivery_id"])
         .returning(WebhookEvent.delivery_id)
     )
+    return insert
 
 
 def _is_outage(exc: BaseException) -> bool:
@@ -89,8 +90,16 @@ _Pending = tuple[IncomingEvent, "asyncio.Future[StoreResult]"]
 class EventWriter:
     """One per process; `store` is what the webhook route awaits."""
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 500, writers: int | None = None):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        max_batch: int = 500,
+        writers: int | None = None,
+        on_stored: Callable[[], None] | None = None,
+    ):
         self._engine = engine
+        self._on_stored = on_stored
         self._max_batch = max_batch
         # SQLite has one writer at a time anyway; PostgreSQL overlaps two commits.
         self._writers = writers or (1 if engine.dialect.name == "sqlite" else 2)
@@ -144,6 +153,8 @@ class EventWriter:
             return
         for (_, future), result in zip(batch, results, strict=True):
             _settle(future, result=result)
+        if self._on_stored and StoreResult.STORED in results:
+            self._on_stored()
 
     async def _insert_rows(self, events: list[IncomingEvent]) -> list[StoreResult]:
         """One result per event, in order; only the first of twins in a batch is new."""

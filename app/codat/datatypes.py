@@ -1,0 +1,62 @@
+"""Which data types Bill Pay needs, and where Codat serves each one."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Variant = Literal["async", "sync"]
+
+# CODAT.md §3.2: the "Fetch on first link" types of Bill Pay (async, the default), and
+# for the sync variant the types its v2 API reads (bills, suppliers, mapping options).
+BILL_PAY_DATA_TYPES: dict[Variant, tuple[str, ...]] = {
+    "async": (
+        "bankAccounts",
+        "bills",
+        "billPayments",
+        "chartOfAccounts",
+        "company",
+        "paymentMethods",
+        "suppliers",
+    ),
+    "sync": ("bankAccounts", "bills", "chartOfAccounts", "company", "suppliers", "taxRates"),
+}
+
+# Cached (v1 / accounting) list paths; the key is Codat's dataType name.
+_LIST_PATHS = {
+    "bills": "data/bills",
+    "billCreditNotes": "data/billCreditNotes",
+    "billPayments": "data/billPayments",
+    "chartOfAccounts": "data/accounts",
+    "paymentMethods": "data/paymentMethods",
+    "suppliers": "data/suppliers",
+    "taxRates": "data/taxRates",
+    "trackingCategories": "data/trackingCategories",
+}
+SINGLE_OBJECT_TYPES = {"company": "data/info"}
+CONNECTION_SCOPED_TYPES = {"bankAccounts": "data/bankAccounts"}
+
+PULLABLE_DATA_TYPES = (
+    frozenset(_LIST_PATHS) | frozenset(SINGLE_OBJECT_TYPES) | frozenset(CONNECTION_SCOPED_TYPES)
+)
+
+
+def list_path(company_id: str, data_type: str, connection_id: str | None) -> str:
+    if data_type in CONNECTION_SCOPED_TYPES:
+        if not connection_id:
+            raise ValueError(f"{data_type} is read per connection: a connection id is needed")
+        return (
+            f"/companies/{company_id}/connections/{connection_id}/"
+            + CONNECTION_SCOPED_TYPES[data_type]
+        )
+    if data_type in SINGLE_OBJECT_TYPES:
+        return f"/companies/{company_id}/{SINGLE_OBJECT_TYPES[data_type]}"
+    if data_type not in _LIST_PATHS:
+        raise ValueError(f"no known read path for data type {data_type!r}")
+    return f"/companies/{company_id}/{_LIST_PATHS[data_type]}"
+
+
+def write_data_type(name: str) -> str:
+    """`bill.write.*` (Codat's get-started page) means the `bills` data type."""
+    if name in PULLABLE_DATA_TYPES or name + "s" not in PULLABLE_DATA_TYPES:
+        return name
+    return name + "s"

@@ -1,0 +1,39 @@
+"""The pause on calls to Codat, checked before every call the client makes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from app.codat.errors import CodatPaused
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class PauseGate:
+    """In-process view of the pause; the worker keeps it in step with the database."""
+
+    def __init__(self, clock: Callable[[], datetime] = _utcnow) -> None:
+        self._clock = clock
+        self.paused_until: datetime | None = None
+        self.reason: str | None = None
+
+    def pause(self, until: datetime, reason: str) -> None:
+        if self.paused_until is None or until > self.paused_until:
+            self.paused_until, self.reason = until, reason
+
+    def lift(self) -> None:
+        self.paused_until, self.reason = None, None
+
+    def set(self, until: datetime | None, reason: str | None) -> None:
+        self.paused_until, self.reason = until, reason
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_until is not None and self._clock() < self.paused_until
+
+    def check(self) -> None:
+        if self.paused and self.paused_until is not None:
+            raise CodatPaused(self.paused_until, self.reason or "paused")

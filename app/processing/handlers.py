@@ -1,0 +1,294 @@
+"""One handler per event type (DESIGN.md, "What each event does").
+
+Handlers are idempotent: running one twice leaves what running it once left. Work that
+needs many calls to Codat (pulls) is queued as a job, so that waiting pulls of one
+company and data type collapse into one and never run twice at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES, write_data_type
+from app.models import EventStatus, WebhookEvent
+from app.processing.context import Context, InvalidEvent
+from app.processing.pulls import PULL, pull_key
+from app.processing.queue import enqueue_job, resume_waiting
+from app.processing.state import (
+    current_pause,
+    ensure_company,
+    record_company_status,
+    record_connection,
+    record_initial_read,
+    record_rate_limit,
+    record_read,
+    record_write,
+    record_write_errors,
+)
+from app.webhooks.envelope import Envelope, parse_datetime
+
+log = logging.getLogger(__name__)
+
+WRITE_EVENT = re.compile(r"^(\w+)\.write\.(successful|unsuccessful)$")
+COMPLETE = "Complete"
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """An event as handlers see it: the envelope plus when Codat made it."""
+
+    envelope: Envelope
+    company_id: str | None
+    generated_at: datetime
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.envelope.payload
+
+
+Handler = Callable[[Context, Delivered], Awaitable[str]]
+
+
+def _data_types(delivered: Delivered) -> list[dict[str, Any]]:
+    items = delivered.payload.get("dataTypes")
+    if not isinstance(items, list):
+        raise InvalidEvent("read event without a dataTypes list")
+    return [
+        item for item in items if isinstance(item, dict) and isinstance(item.get("dataType"), str)
+    ]
+
+
+def _reference(delivered: Delivered) -> dict[str, Any]:
+    reference = delivered.payload.get("referenceCompany")
+    return reference if isinstance(reference, dict) else {}
+
+
+def _company_id(delivered: Delivered) -> str:
+    if not delivered.company_id:
+        raise InvalidEvent(f"{delivered.envelope.eventType} without a company id")
+    return delivered.company_id
+
+
+async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) -> str:
+    company_id = _company_id(delivered)
+    items = _data_types(delivered)
+    now = ctx.clock()
+    reference = _reference(delivered)
+    async with ctx.sessions.begin() as session:
+        await ensure_company(
+            session,
+            company_id,
+            now,
+            name=reference.get("name"),
+            description=reference.get("description"),
+        )
+        if initial:
+            failures = initial_read_failures(
+                items, BILL_PAY_DATA_TYPES[ctx.settings.bill_pay_variant]
+            )
+            await record_initial_read(
+                session,
+                company_id,
+                complete=not failures,
+                failures=failures,
+                event_at=delivered.generated_at,
+                now=now,
+            )
+        for item in items:
+            await record_read(
+                session,
+                company_id,
+                item["dataType"],
+                connection_id=item.get("connectionId"),
+                status=item.get("status"),
+                issues=item.get("issues"),
+                event_at=delivered.generated_at,
+                now=now,
+            )
+            # The initial read pulls everything complete; later reads only what changed.
+            wanted = item.get("status") == COMPLETE and (initial or item.get("recordsModified"))
+            if wanted and item["dataType"] in PULLABLE_DATA_TYPES:
+                await enqueue_job(
+                    session,
+                    kind=PULL,
+                    key=pull_key(company_id, item["dataType"]),
+                    now=now,
+                    due_at=now + timedelta(seconds=ctx.settings.pull_debounce_seconds),
+                    company_id=company_id,
+                    data_type=item["dataType"],
+                    connection_id=item.get("connectionId"),
+                )
+    return EventStatus.PROCESSED
+
+
+def initial_read_failures(
+    items: list[dict[str, Any]], required: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """The Bill Pay types that did not complete, with Codat's status and issues."""
+    by_type = {item["dataType"]: item for item in items}
+    failures: list[dict[str, Any]] = []
+    for data_type in required:
+        item = by_type.get(data_type, {"status": "Missing"})
+        if item.get("status") != COMPLETE:
+            issues = item.get("issues") or []
+            failures.append({"dataType": data_type, "status": item.get("status"), "issues": issues})
+    return failures
+
+
+async def handle_initial_read(ctx: Context, delivered: Delivered) -> str:
+    return await _record_reads(ctx, delivered, initial=True)
+
+
+async def handle_read_completed(ctx: Context, delivered: Delivered) -> str:
+    return await _record_reads(ctx, delivered, initial=False)
+
+
+async def handle_write(ctx: Context, delivered: Delivered) -> str:
+    match = WRITE_EVENT.match(delivered.envelope.eventType)
+    assert match is not None
+    data_type, successful = write_data_type(match[1]), match[2] == "successful"
+    payload = delivered.payload
+    key = payload.get("id")
+    if not isinstance(key, str) or not key:
+        raise InvalidEvent("write event without payload.id (the push operation key)")
+    company_id = delivered.company_id
+    record = payload.get("record")
+    now = ctx.clock()
+    async with ctx.sessions.begin() as session:
+        if company_id:
+            await ensure_company(session, company_id, now, name=_reference(delivered).get("name"))
+        await record_write(
+            session,
+            {
+                "push_operation_key": key,
+                "company_id": company_id,
+                "connection_id": payload.get("connectionId"),
+                "data_type": data_type,
+                "write_type": payload.get("type"),
+                "status": payload.get("status") or ("Success" if successful else "Failed"),
+                "record_id": record.get("id") if isinstance(record, dict) else None,
+                "attachment_id": payload.get("attachmentId"),
+                "requested_at": parse_datetime(payload.get("requestedOnDate")),
+                "completed_at": parse_datetime(payload.get("completedOnDate")),
+                "source": "webhook",
+                "event_at": delivered.generated_at,
+                "updated_at": now,
+            },
+        )
+    if not successful and company_id:
+        # The webhook carries no reason; the push operation has the error and validation.
+        operation = await ctx.codat.push_operation(company_id, key)
+        async with ctx.sessions.begin() as session:
+            await record_write_errors(session, key, operation, ctx.clock())
+    return EventStatus.PROCESSED
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+async def handle_rate_limit(ctx: Context, delivered: Delivered) -> str:
+    reached = delivered.envelope.eventType == "client.rateLimit.reached"
+    payload = delivered.payload
+    now = ctx.clock()
+    until: datetime | None = None
+    if reached:
+        # Codat's quota resets at midnight UTC: the fallback when expiryDate is unreadable.
+        midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        until = parse_datetime(payload.get("expiryDate")) or midnight
+    async with ctx.sessions.begin() as session:
+        await record_rate_limit(
+            session,
+            paused_until=until,
+            reason="rateLimit.reached" if reached else "rateLimit.reset",
+            daily_quota=_int_or_none(payload.get("dailyQuota")),
+            quota_remaining=_int_or_none(payload.get("quotaRemaining")),
+            event_at=delivered.generated_at,
+            now=now,
+        )
+        paused_until, reason = await current_pause(session)
+        if paused_until is None:
+            await resume_waiting(session, now)
+    ctx.codat.gate.set(paused_until, reason)
+    log.info("rate limit %s", "reached" if reached else "reset", extra={"until": str(until)})
+    return EventStatus.PROCESSED
+
+
+async def handle_connection(ctx: Context, delivered: Delivered) -> str:
+    company_id = _company_id(delivered)
+    connection = delivered.payload.get("connection")
+    if not isinstance(connection, dict) or not isinstance(connection.get("id"), str):
+        raise InvalidEvent("connection event without payload.connection.id")
+    status = connection.get("status")
+    async with ctx.sessions.begin() as session:
+        await record_connection(
+            session,
+            company_id,
+            connection["id"],
+            status if isinstance(status, str) else None,
+            delivered.generated_at,
+            ctx.clock(),
+        )
+    return EventStatus.PROCESSED
+
+
+async def handle_company(ctx: Context, delivered: Delivered) -> str:
+    event_type = delivered.envelope.eventType
+    if event_type not in ("company.created", "company.deleted"):
+        return EventStatus.IGNORED
+    company_id = _company_id(delivered)
+    now = ctx.clock()
+    async with ctx.sessions.begin() as session:
+        name = delivered.payload.get("name")
+        await ensure_company(session, company_id, now, name=name if isinstance(name, str) else None)
+        status = "deleted" if event_type == "company.deleted" else "active"
+        await record_company_status(session, company_id, status, delivered.generated_at, now)
+    return EventStatus.PROCESSED
+
+
+async def handle_other(ctx: Context, delivered: Delivered) -> str:
+    return EventStatus.IGNORED
+
+
+HANDLERS: dict[str, Handler] = {
+    "read.completed.initial": handle_initial_read,
+    "read.completed": handle_read_completed,
+    "client.rateLimit.reached": handle_rate_limit,
+    "client.rateLimit.reset": handle_rate_limit,
+}
+
+
+def handler_for(event_type: str) -> Handler:
+    if event_type in HANDLERS:
+        return HANDLERS[event_type]
+    if WRITE_EVENT.match(event_type):
+        return handle_write
+    if event_type.startswith("connection."):
+        return handle_connection
+    if event_type.startswith("company."):
+        return handle_company
+    return handle_other
+
+
+def serial_key(event: WebhookEvent) -> str:
+    """Events sharing a key never run at once in one worker: same company and data type."""
+    event_type = event.event_type or ""
+    match = WRITE_EVENT.match(event_type)
+    topic = write_data_type(match[1]) if match else event_type
+    return f"{event.company_id}:{topic}"
+
+
+async def handle_event(ctx: Context, event: WebhookEvent) -> str:
+    """Run the event's handler; returns the status the event ends in."""
+    envelope = Envelope.model_validate_json(event.raw_body)
+    delivered = Delivered(
+        envelope=envelope,
+        company_id=event.company_id,
+        generated_at=event.generated_at or event.received_at,
+    )
+    return await handler_for(envelope.eventType)(ctx, delivered)

@@ -1,0 +1,228 @@
+"""The database as the queue: claim due rows under a lease, then finish, retry or release.
+
+Both queues (webhook events and jobs) share these rules. PostgreSQL claims with
+`FOR UPDATE SKIP LOCKED`, so many workers never take the same row; SQLite serialises
+writers, so one claim at a time is what it gets anyway. A row whose worker died is
+claimed again once its lease has run out.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, case, false, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import dialect_insert
+from app.models import EventStatus, Job, JobStatus, WebhookEvent
+
+Queued = TypeVar("Queued", WebhookEvent, Job)
+
+# Both queues spell these two states the same way.
+PENDING = EventStatus.PENDING.value
+PROCESSING = EventStatus.PROCESSING.value
+# Marks rows that wait for a pause of calls to Codat to end (not failures).
+WAITING_PREFIX = "waiting: "
+
+
+async def claim_due(
+    session: AsyncSession,
+    model: type[Queued],
+    *,
+    worker_id: str,
+    limit: int,
+    now: datetime,
+    lease: timedelta,
+) -> list[Queued]:
+    """Take up to `limit` due rows (or rows whose lease expired) and lease them to us."""
+    due = (
+        select(model.id)
+        .where(
+            or_(
+                and_(model.status == PENDING, model.next_attempt_at <= now),
+                and_(model.status == PROCESSING, model.locked_until < now),
+            )
+        )
+        .order_by(model.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claim = (
+        update(model)
+        .where(model.id.in_(due.scalar_subquery()))
+        .values(
+            status=PROCESSING,
+            locked_by=worker_id,
+            locked_until=now + lease,
+            attempts=model.attempts + 1,
+        )
+        .returning(model)
+        .execution_options(synchronize_session=False)
+    )
+    rows = list((await session.scalars(claim)).all())
+    await session.commit()
+    return rows
+
+
+async def renew_leases(
+    session: AsyncSession, model: type[Queued], ids: list[int], worker_id: str, until: datetime
+) -> None:
+    if ids:
+        await session.execute(
+            update(model)
+            .where(model.id.in_(ids), model.locked_by == worker_id)
+            .values(locked_until=until)
+        )
+        await session.commit()
+
+
+def backoff_delay(attempts: int, base: float, cap: float) -> float:
+    """Exponential with full jitter: retries of many rows spread out instead of stampeding."""
+    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+async def reschedule(
+    session: AsyncSession,
+    item: WebhookEvent | Job,
+    worker_id: str,
+    *,
+    at: datetime,
+    error: str | None,
+    count_attempt: bool,
+) -> None:
+    """Back to pending for `at`; a pause or a shutdown does not count as an attempt."""
+    model = type(item)
+    values: dict[str, Any] = {
+        "status": PENDING,
+        "next_attempt_at": at,
+        "locked_by": None,
+        "locked_until": None,
+    }
+    if error is not None:
+        values["last_error"] = error[:4000]
+    if not count_attempt:
+        values["attempts"] = model.attempts - 1
+    await session.execute(
+        update(model).where(model.id == item.id, model.locked_by == worker_id).values(**values)
+    )
+    await session.commit()
+
+
+async def finish_event(
+    session: AsyncSession,
+    event: WebhookEvent,
+    worker_id: str,
+    *,
+    status: str,
+    now: datetime,
+    error: str | None = None,
+) -> None:
+    values: dict[str, Any] = {
+        "status": status,
+        "locked_by": None,
+        "locked_until": None,
+        "next_attempt_at": None,
+        "processed_at": now,
+    }
+    if error is not None:
+        values["last_error"] = error[:4000]
+    await session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id == event.id, WebhookEvent.locked_by == worker_id)
+        .values(**values)
+    )
+    await session.commit()
+
+
+async def finish_job(
+    session: AsyncSession,
+    job: Job,
+    worker_id: str,
+    *,
+    status: str,
+    now: datetime,
+    error: str | None = None,
+) -> None:
+    """Done, or pending again at once if someone asked for it while it ran."""
+    rerun = Job.rerun.is_(True) if status == JobStatus.DONE else false()
+    values: dict[str, Any] = {
+        "status": case((rerun, PENDING), else_=status),
+        "attempts": case((rerun, 0), else_=Job.attempts),
+        "next_attempt_at": case((rerun, now), else_=None),
+        "rerun": False,
+        "locked_by": None,
+        "locked_until": None,
+        "finished_at": now,
+        "updated_at": now,
+    }
+    if error is not None:
+        values["last_error"] = error[:4000]
+    await session.execute(
+        update(Job).where(Job.id == job.id, Job.locked_by == worker_id).values(**values)
+    )
+    await session.commit()
+
+
+async def enqueue_job(
+    session: AsyncSession,
+    *,
+    kind: str,
+    key: str,
+    now: datetime,
+    due_at: datetime | None = None,
+    company_id: str | None = None,
+    data_type: str | None = None,
+    connection_id: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> None:
+    """Ask for a job. Asked again while waiting: still one job, at its first due time.
+    Asked while running: it runs once more after. Done or dead: armed afresh."""
+    insert = dialect_insert(session)(Job).values(
+        key=key,
+        kind=kind,
+        company_id=company_id,
+        data_type=data_type,
+        connection_id=connection_id,
+        params=params,
+        status=PENDING,
+        attempts=0,
+        next_attempt_at=due_at or now,
+        rerun=False,
+        created_at=now,
+        updated_at=now,
+    )
+    new = insert.excluded
+    idle = Job.status.in_([JobStatus.DONE, JobStatus.DEAD])
+    running = Job.status == PROCESSING
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=[Job.key],
+            set_={
+                "status": case((running, PROCESSING), else_=PENDING),
+                "rerun": case((running, True), else_=Job.rerun),
+                "next_attempt_at": case((idle, new.next_attempt_at), else_=Job.next_attempt_at),
+                "attempts": case((idle, 0), else_=Job.attempts),
+                "last_error": case((idle, None), else_=Job.last_error),
+                "connection_id": func.coalesce(new.connection_id, Job.connection_id),
+                "params": new.params,
+                "updated_at": now,
+            },
+        )
+    )
+
+
+async def resume_waiting(session: AsyncSession, now: datetime) -> None:
+    """The rate limit was reset: what waited for it is due now, not at the pause's end."""
+    for model in (WebhookEvent, Job):
+        await session.execute(
+            update(model)
+            .where(
+                model.status == PENDING,
+                model.next_attempt_at > now,
+                model.last_error.startswith(WAITING_PREFIX),
+            )
+            .values(next_attempt_at=now)
+        )

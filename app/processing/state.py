@@ -1,0 +1,340 @@
+"""Writing what events tell us, so that an older event never overwrites a newer one.
+
+Every guarded column group carries the `generatedDate` of the event that wrote it; an
+upsert only lands when its event is newer (DESIGN.md: order per entity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, or_, select, true, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from app.db import dialect_insert
+from app.models import Base, Company, DataTypeState, RateLimitState, Record, WriteOutcome
+
+RATE_LIMIT_ROW = 1
+
+
+def _not_older(
+    column: InstrumentedAttribute[Any], event_at: datetime | None
+) -> ColumnElement[bool]:
+    """Same-instant events both apply: processing one event twice must be harmless."""
+    if event_at is None:
+        return true()
+    return or_(column.is_(None), column <= event_at)
+
+
+async def upsert(
+    session: AsyncSession,
+    model: type[Base],
+    values: dict[str, Any],
+    *,
+    key: Iterable[str],
+    update_columns: Iterable[str],
+    newer: InstrumentedAttribute[Any] | None = None,
+) -> None:
+    """Insert, or update the given columns; with `newer`, only if the new value is later."""
+    insert = dialect_insert(session)(model).values(**values)
+    guard: ColumnElement[bool] | None = None
+    if newer is not None:
+        guard = or_(newer.is_(None), newer < insert.excluded[newer.key])
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=list(key),
+            set_={column: insert.excluded[column] for column in update_columns},
+            where=guard,
+        )
+    )
+
+
+async def ensure_company(
+    session: AsyncSession,
+    company_id: str,
+    now: datetime,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+) -> None:
+    insert = dialect_insert(session)(Company).values(
+        id=company_id,
+        name=name,
+        description=description,
+        status="active",
+        created_at=now,
+        updated_at=now,
+    )
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=[Company.id],
+            set_={
+                "name": func.coalesce(insert.excluded.name, Company.name),
+                "description": func.coalesce(insert.excluded.description, Company.description),
+                "updated_at": now,
+            },
+        )
+    )
+
+
+async def record_connection(
+    session: AsyncSession,
+    company_id: str,
+    connection_id: str,
+    status: str | None,
+    event_at: datetime | None,
+    now: datetime,
+) -> None:
+    await ensure_company(session, company_id, now)
+    await session.execute(
+        update(Company)
+        .where(Company.id == company_id, _not_older(Company.connection_event_at, event_at))
+        .values(
+            connection_id=connection_id,
+            connection_status=func.coalesce(status, Company.connection_status),
+            connection_event_at=event_at,
+            updated_at=now,
+        )
+    )
+
+
+async def record_company_status(
+    session: AsyncSession, company_id: str, status: str, event_at: datetime | None, now: datetime
+) -> None:
+    await ensure_company(session, company_id, now)
+    await session.execute(
+        update(Company)
+        .where(Company.id == company_id, _not_older(Company.status_event_at, event_at))
+        .values(status=status, status_event_at=event_at, updated_at=now)
+    )
+
+
+async def record_initial_read(
+    session: AsyncSession,
+    company_id: str,
+    *,
+    complete: bool,
+    failures: list[dict[str, Any]],
+    event_at: datetime | None,
+    now: datetime,
+) -> None:
+    await session.execute(
+        update(Company)
+        .where(Company.id == company_id, _not_older(Company.initial_read_at, event_at))
+        .values(
+            initial_read_status="complete" if complete else "incomplete",
+            initial_read_failures=failures,
+            initial_read_at=event_at or now,
+            updated_at=now,
+        )
+    )
+
+
+async def record_read(
+    session: AsyncSession,
+    company_id: str,
+    data_type: str,
+    *,
+    connection_id: str | None,
+    status: str | None,
+    issues: list[dict[str, Any]] | None,
+    event_at: datetime,
+    now: datetime,
+) -> None:
+    await upsert(
+        session,
+        DataTypeState,
+        {
+            "company_id": company_id,
+            "data_type": data_type,
+            "connection_id": connection_id,
+            "last_read_status": status,
+            "last_read_at": event_at,
+            "last_read_issues": issues or [],
+            "record_count": 0,
+            "updated_at": now,
+        },
+        key=["company_id", "data_type"],
+        update_columns=[
+            "connection_id",
+            "last_read_status",
+            "last_read_at",
+            "last_read_issues",
+            "updated_at",
+        ],
+        newer=DataTypeState.last_read_at,
+    )
+
+
+async def record_write(session: AsyncSession, values: dict[str, Any]) -> None:
+    """One outcome per push operation key; a later event (or catch-up) wins."""
+    columns = [c for c in values if c not in ("push_operation_key", "error_message", "validation")]
+    await upsert(
+        session,
+        WriteOutcome,
+        values,
+        key=["push_operation_key"],
+        update_columns=columns,
+        newer=WriteOutcome.event_at,
+    )
+
+
+async def record_write_errors(
+    session: AsyncSession, push_operation_key: str, operation: dict[str, Any], now: datetime
+) -> None:
+    validation = operation.get("validation")
+    status_code = operation.get("statusCode")
+    await session.execute(
+        update(WriteOutcome)
+        .where(WriteOutcome.push_operation_key == push_operation_key)
+        .values(
+            error_message=operation.get("errorMessage"),
+            validation=validation if isinstance(validation, dict) else None,
+            status_code=status_code if isinstance(status_code, int) else None,
+            updated_at=now,
+        )
+    )
+
+
+async def record_rate_limit(
+    session: AsyncSession,
+    *,
+    paused_until: datetime | None,
+    reason: str,
+    daily_quota: int | None,
+    quota_remaining: int | None,
+    event_at: datetime | None,
+    now: datetime,
+) -> None:
+    await upsert(
+        session,
+        RateLimitState,
+        {
+            "id": RATE_LIMIT_ROW,
+            "paused_until": paused_until,
+            "reason": reason,
+            "daily_quota": daily_quota,
+            "quota_remaining": quota_remaining,
+            "event_at": event_at,
+            "updated_at": now,
+        },
+        key=["id"],
+        update_columns=[
+            "paused_until",
+            "reason",
+            "daily_quota",
+            "quota_remaining",
+            "event_at",
+            "updated_at",
+        ],
+        newer=RateLimitState.event_at,
+    )
+
+
+async def extend_pause(session: AsyncSession, until: datetime, reason: str, now: datetime) -> None:
+    """A 429 pauses every process until its Retry-After; it only ever lengthens a pause."""
+    insert = dialect_insert(session)(RateLimitState).values(
+        id=RATE_LIMIT_ROW, paused_until=until, reason=reason, updated_at=now
+    )
+    longer = or_(RateLimitState.paused_until.is_(None), RateLimitState.paused_until < until)
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=[RateLimitState.id],
+            set_={"paused_until": until, "reason": reason, "updated_at": now},
+            where=longer,
+        )
+    )
+
+
+async def current_pause(session: AsyncSession) -> tuple[datetime | None, str | None]:
+    row = (
+        await session.execute(
+            select(RateLimitState.paused_until, RateLimitState.reason).where(
+                RateLimitState.id == RATE_LIMIT_ROW
+            )
+        )
+    ).first()
+    return (row.paused_until, row.reason) if row else (None, None)
+
+
+async def save_records(
+    session: AsyncSession,
+    company_id: str,
+    data_type: str,
+    connection_id: str | None,
+    rows: list[dict[str, Any]],
+    now: datetime,
+) -> None:
+    """Upsert a page into the local copy; a record never goes back to an older version."""
+    if not rows:
+        return
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        insert = dialect_insert(session)(Record).values(
+            [
+                {
+                    "company_id": company_id,
+                    "data_type": data_type,
+                    "connection_id": connection_id,
+                    "pulled_at": now,
+                    **row,
+                }
+                for row in chunk
+            ]
+        )
+        not_older = or_(
+            Record.modified_date.is_(None),
+            insert.excluded.modified_date.is_(None),
+            Record.modified_date <= insert.excluded.modified_date,
+        )
+        await session.execute(
+            insert.on_conflict_do_update(
+                index_elements=[Record.company_id, Record.data_type, Record.record_id],
+                set_={
+                    "data": insert.excluded.data,
+                    "modified_date": insert.excluded.modified_date,
+                    "is_deleted": insert.excluded.is_deleted,
+                    "connection_id": insert.excluded.connection_id,
+                    "pulled_at": insert.excluded.pulled_at,
+                },
+                where=not_older,
+            )
+        )
+
+
+async def finish_pull(
+    session: AsyncSession,
+    company_id: str,
+    data_type: str,
+    *,
+    connection_id: str | None,
+    watermark: datetime | None,
+    started_at: datetime,
+) -> None:
+    count = await session.scalar(
+        select(func.count())
+        .select_from(Record)
+        .where(
+            Record.company_id == company_id,
+            Record.data_type == data_type,
+            Record.is_deleted.is_(False),
+        )
+    )
+    await upsert(
+        session,
+        DataTypeState,
+        {
+            "company_id": company_id,
+            "data_type": data_type,
+            "connection_id": connection_id,
+            "last_pulled_at": started_at,
+            "pull_watermark": watermark,
+            "record_count": int(count or 0),
+            "updated_at": started_at,
+        },
+        key=["company_id", "data_type"],
+        update_columns=["last_pulled_at", "pull_watermark", "record_count", "updated_at"],
+    )

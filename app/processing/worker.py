@@ -1,0 +1,282 @@
+"""The worker: claims due events and jobs, runs many at once, and settles each one.
+
+Each event or job ends processed (or ignored, or done), is retried later with backoff,
+waits out a pause of calls to Codat without spending an attempt, or goes dead after
+`WORKER_MAX_ATTEMPTS` with its last error kept. A worker that dies holds nothing for
+long: its leases run out and another worker claims the rows again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.codat.errors import CodatPaused
+from app.metrics import WORK_DONE, WORK_SECONDS
+from app.models import EventStatus, Job, JobStatus, WebhookEvent
+from app.processing.context import Context, InvalidEvent
+from app.processing.handlers import handle_event, serial_key
+from app.processing.pulls import PULL, run_pull
+from app.processing.queue import (
+    WAITING_PREFIX,
+    backoff_delay,
+    claim_due,
+    finish_event,
+    finish_job,
+    renew_leases,
+    reschedule,
+)
+from app.processing.state import current_pause, extend_pause
+
+log = logging.getLogger(__name__)
+
+JobRunner = Callable[[Context, Job], Awaitable[None]]
+JOB_RUNNERS: dict[str, JobRunner] = {PULL: run_pull}
+
+Item = WebhookEvent | Job
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(self, ctx: Context, *, worker_id: str | None = None) -> None:
+        self.ctx = ctx
+        self.worker_id = worker_id or new_worker_id()
+        settings = ctx.settings
+        self.concurrency = settings.worker_concurrency
+        self._lease = timedelta(seconds=settings.worker_lease_seconds)
+        self._running: dict[asyncio.Task[None], Item] = {}
+        self._serial: dict[str, asyncio.Lock] = {}
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Something was stored: look for work now rather than at the next poll."""
+        self._wake.set()
+
+    # -- loops ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("worker started", extra={"worker_id": self.worker_id})
+        renewer = asyncio.create_task(self._renew_leases_forever())
+        try:
+            while not stop.is_set():
+                claimed = await self._fill()
+                if claimed == 0 or len(self._running) >= self.concurrency:
+                    await self._wait(stop, poll_seconds=self.ctx.settings.worker_poll_interval)
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+            await self._drain(self.ctx.settings.worker_shutdown_grace_seconds)
+            log.info("worker stopped", extra={"worker_id": self.worker_id})
+
+    async def run_until_idle(self) -> None:
+        """Work until nothing is due and nothing runs (tests and one-shot commands)."""
+        while True:
+            # Work that finishes while we claim may have queued more: look once more.
+            was_running = bool(self._running)
+            claimed = await self._fill()
+            if claimed == 0 and not self._running and not was_running:
+                return
+            if self._running and (claimed == 0 or len(self._running) >= self.concurrency):
+                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _wait(self, stop: asyncio.Event, *, poll_seconds: float) -> None:
+        self._wake.clear()
+        waiters: set[asyncio.Future[Any]] = {
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._wake.wait()),
+            *self._running,
+        }
+        done, _ = await asyncio.wait(
+            waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in waiters:
+            if waiter not in self._running and waiter not in done:
+                waiter.cancel()
+
+    async def _drain(self, grace: float) -> None:
+        """On SIGTERM: let running work finish for a while, then hand the rest back."""
+        if self._running:
+            await asyncio.wait(self._running, timeout=grace)
+        for task in list(self._running):
+            task.cancel()
+        if self._running:
+            await asyncio.wait(self._running)
+
+    async def _renew_leases_forever(self) -> None:
+        interval = self._lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            until = self.ctx.clock() + self._lease
+            try:
+                items = list(self._running.values())
+                events = [i.id for i in items if isinstance(i, WebhookEvent)]
+                jobs = [i.id for i in items if isinstance(i, Job)]
+                async with self.ctx.sessions() as session:
+                    await renew_leases(session, WebhookEvent, events, self.worker_id, until)
+                    await renew_leases(session, Job, jobs, self.worker_id, until)
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("could not renew leases", extra={"error": type(exc).__name__})
+
+    # -- claiming -------------------------------------------------------------------------
+
+    async def _fill(self) -> int:
+        free = self.concurrency - len(self._running)
+        if free <= 0:
+            return 0
+        now = self.ctx.clock()
+        try:
+            async with self.ctx.sessions() as session:
+                await self._sync_pause(session)
+                items: list[Item] = []
+                items += await claim_due(
+                    session,
+                    WebhookEvent,
+                    worker_id=self.worker_id,
+                    limit=free,
+                    now=now,
+                    lease=self._lease,
+                )
+                if len(items) < free:
+                    items += await claim_due(
+                        session,
+                        Job,
+                        worker_id=self.worker_id,
+                        limit=free - len(items),
+                        now=now,
+                        lease=self._lease,
+                    )
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("could not claim work", extra={"error": type(exc).__name__})
+            return 0
+        for item in items:
+            task = asyncio.create_task(self._execute(item))
+            self._running[task] = item
+            task.add_done_callback(self._running.pop)
+        return len(items)
+
+    async def _sync_pause(self, session: AsyncSession) -> None:
+        until, reason = await current_pause(session)
+        gate = self.ctx.codat.gate
+        if until is None and gate.paused and gate.reason == "429":
+            return  # a 429 seen here a moment ago is newer than what the table says
+        gate.set(until, reason)
+
+    # -- running one item -----------------------------------------------------------------
+
+    def _serial_lock(self, item: Item) -> asyncio.Lock:
+        key = serial_key(item) if isinstance(item, WebhookEvent) else item.key
+        return self._serial.setdefault(key, asyncio.Lock())
+
+    async def _execute(self, item: Item) -> None:
+        queue = "events" if isinstance(item, WebhookEvent) else "jobs"
+        kind = (item.event_type if isinstance(item, WebhookEvent) else item.kind) or "unknown"
+        started = time.monotonic()
+        outcome = "processed"
+        try:
+            async with self._serial_lock(item):
+                outcome = await self._run(item)
+            await self._settle_done(item, outcome)
+        except CodatPaused as paused:
+            outcome = "paused"
+            await self._settle_paused(item, paused)
+        except asyncio.CancelledError:
+            outcome = "released"
+            await self._settle(
+                reschedule, item, at=self.ctx.clock(), error=None, count_attempt=False
+            )
+            raise
+        except Exception as exc:  # every failure is recorded on the row, never lost
+            outcome = await self._settle_failed(item, exc)
+        finally:
+            WORK_DONE.labels(queue=queue, kind=kind, outcome=outcome).inc()
+            WORK_SECONDS.labels(queue=queue).observe(time.monotonic() - started)
+
+    async def _run(self, item: Item) -> str:
+        if isinstance(item, WebhookEvent):
+            return await handle_event(self.ctx, item)
+        runner = JOB_RUNNERS.get(item.kind)
+        if runner is None:
+            raise InvalidEvent(f"no runner for job kind {item.kind!r}")
+        await runner(self.ctx, item)
+        return JobStatus.DONE
+
+    async def _settle(
+        self, operation: Callable[..., Awaitable[None]], item: Item, **kwargs: object
+    ) -> None:
+        """Write the item's new state; if the database is away, the lease will run out
+        and the item comes back: at least once, and handlers are idempotent."""
+        try:
+            async with self.ctx.sessions() as session:
+                await operation(session, item, self.worker_id, **kwargs)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("could not settle work item", extra={"error": type(exc).__name__})
+
+    async def _settle_done(self, item: Item, outcome: str) -> None:
+        finish = finish_event if isinstance(item, WebhookEvent) else finish_job
+        await self._settle(finish, item, status=outcome, now=self.ctx.clock())
+
+    async def _settle_paused(self, item: Item, paused: CodatPaused) -> None:
+        if paused.reason == "429":
+            try:
+                async with self.ctx.sessions.begin() as session:
+                    await extend_pause(session, paused.until, "429", self.ctx.clock())
+            except (SQLAlchemyError, OSError):
+                pass  # the in-process gate still holds the pause
+        await self._settle(
+            reschedule,
+            item,
+            at=paused.until,
+            error=WAITING_PREFIX + str(paused),
+            count_attempt=False,
+        )
+
+    async def _settle_failed(self, item: Item, exc: Exception) -> str:
+        error = f"{type(exc).__name__}: {exc}"
+        dead_status = EventStatus.DEAD if isinstance(item, WebhookEvent) else JobStatus.DEAD
+        settings = self.ctx.settings
+        if isinstance(exc, InvalidEvent) or item.attempts >= settings.worker_max_attempts:
+            log.error("work item dead", extra={**_ids(item), "error": error[:500]})
+            finish = finish_event if isinstance(item, WebhookEvent) else finish_job
+            await self._settle(finish, item, status=dead_status, now=self.ctx.clock(), error=error)
+            return "dead"
+        delay = backoff_delay(
+            item.attempts, settings.worker_retry_base_seconds, settings.worker_retry_max_seconds
+        )
+        log.warning(
+            "work item will be retried",
+            extra={**_ids(item), "error": error[:500], "in_seconds": round(delay, 1)},
+        )
+        await self._settle(
+            reschedule,
+            item,
+            at=self.ctx.clock() + timedelta(seconds=delay),
+            error=error,
+            count_attempt=True,
+        )
+        return "retry"
+
+
+def _ids(item: Item) -> dict[str, object]:
+    if isinstance(item, WebhookEvent):
+        return {
+            "event_id": item.event_id,
+            "delivery_id": item.delivery_id,
+            "event_type": item.event_type,
+            "attempts": item.attempts,
+        }
+    return {"job": item.key, "attempts": item.attempts}

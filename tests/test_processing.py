@@ -1,0 +1,460 @@
+"""End to end: signed webhook in, the worker runs, the fake Codat serves pages, and the
+local copy and the company's state come out right; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.models import (
+    Company,
+    DataTypeState,
+    EventStatus,
+    Job,
+    RateLimitState,
+    Record,
+    WebhookEvent,
+    WriteOutcome,
+)
+from app.processing.context import Context
+from app.processing.worker import Worker
+from tests.conftest import Clock, sample
+from tests.support.fake_codat import FakeCodat, make_bill, make_supplier
+from tests.support.signing import sign
+
+COMPANY = "0498e921-9b53-4396-a412-4f2f5983b0a2"
+CONNECTION = "2e9d2c44-f675-40ba-8049-353bfcb5e171"
+
+
+def read_event(
+    event_type: str,
+    data_types: list[tuple[str, str, bool]],
+    *,
+    generated: str = "2026-05-03T10:00:23Z",
+) -> dict[str, Any]:
+    body = copy.deepcopy(sample("read.completed"))
+    body["id"] = str(uuid.uuid4())
+    body["eventType"] = event_type
+    body["generatedDate"] = generated
+    body["payload"]["referenceCompany"]["id"] = COMPANY
+    body["payload"]["dataTypes"] = [
+        {
+            "connectionId": CONNECTION,
+            "dataType": data_type,
+            "status": status,
+            "recordsModified": modified,
+            "issues": [] if status == "Complete" else [{"type": "error", "message": "it broke"}],
+        }
+        for data_type, status, modified in data_types
+    ]
+    return body
+
+
+async def deliver(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
+    raw = json.dumps(body).encode()
+    response = await client.post("/webhooks/codat", content=raw, headers=sign(raw))
+    assert response.status_code == 200, response.text
+
+
+async def local_records(engine: AsyncEngine, data_type: str) -> dict[str, Record]:
+    async with engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                select(Record).where(Record.company_id == COMPANY, Record.data_type == data_type)
+            )
+        ).all()
+    return {row.record_id: Record(**row._mapping) for row in rows}
+
+
+async def one(engine: AsyncEngine, model: Any, *where: Any) -> Any:
+    async with engine.connect() as connection:
+        row = (await connection.execute(select(model).where(*where))).one()
+    return model(**row._mapping)
+
+
+async def events(engine: AsyncEngine) -> list[WebhookEvent]:
+    async with engine.connect() as connection:
+        rows = (await connection.execute(select(WebhookEvent).order_by(WebhookEvent.id))).all()
+    return [WebhookEvent(**row._mapping) for row in rows]
+
+
+def seed_company(fake: FakeCodat, bills: int = 5) -> None:
+    fake.add_company(COMPANY, CONNECTION, name="Toft stores")
+    start = fake.now() - timedelta(hours=1)
+    for i in range(bills):
+        fake.put_record(
+            COMPANY, "bills", make_bill(f"bill-{i}"), modified=start + timedelta(seconds=i)
+        )
+    fake.put_record(COMPANY, "suppliers", make_supplier("sup-1"))
+    for data_type in ("bills", "suppliers", "company"):
+        fake.complete_sync(COMPANY, data_type)
+
+
+async def assert_local_copy_equals_fake(
+    engine: AsyncEngine, fake: FakeCodat, data_type: str
+) -> None:
+    local = await local_records(engine, data_type)
+    remote = {r["id"]: r for r in fake.records(COMPANY, data_type)}
+    assert set(local) == set(remote)
+    for record_id, record in remote.items():
+        assert local[record_id].data == record
+        assert local[record_id].is_deleted == record["metadata"]["isDeleted"]
+
+
+async def test_initial_read_records_failures_and_pulls_every_complete_type(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context, fake_codat: FakeCodat
+) -> None:
+    seed_company(fake_codat, bills=5)
+    await deliver(
+        client,
+        read_event(
+            "read.completed.initial",
+            [
+                ("bills", "Complete", True),
+                ("suppliers", "Complete", False),
+                ("company", "Complete", False),
+                ("paymentMethods", "FetchError", False),
+            ],
+        ),
+    )
+    await Worker(ctx).run_until_idle()
+
+    company = await one(engine, Company, Company.id == COMPANY)
+    assert company.initial_read_status == "incomplete"
+    failing = {f["dataType"]: f["status"] for f in company.initial_read_failures}
+    # Sent but failed, and the Bill Pay types that were not in the event at all.
+    assert failing == {
+        "paymentMethods": "FetchError",
+        "bankAccounts": "Missing",
+        "billPayments": "Missing",
+        "chartOfAccounts": "Missing",
+    }
+    assert company.name == "Toft stores"
+    await assert_local_copy_equals_fake(engine, fake_codat, "bills")
+    await assert_local_copy_equals_fake(engine, fake_codat, "suppliers")
+    assert len(fake_codat.calls_to("/data/bills")) == 3, "5 bills in pages of 2"
+    state = await one(
+        engine,
+        DataTypeState,
+        DataTypeState.company_id == COMPANY,
+        DataTypeState.data_type == "bills",
+    )
+    assert state.record_count == 5
+    assert state.last_pulled_at is not None
+    [event] = await events(engine)
+    assert event.status == EventStatus.PROCESSED
+
+
+async def test_complete_initial_read(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context, fake_codat: FakeCodat
+) -> None:
+    seed_company(fake_codat, bills=1)
+    types = [
+        "bankAccounts",
+        "bills",
+        "billPayments",
+        "chartOfAccounts",
+        "company",
+        "paymentMethods",
+        "suppliers",
+    ]
+    for data_type in types:
+        fake_codat.complete_sync(COMPANY, data_type)
+    await deliver(
+        client, read_event("read.completed.initial", [(t, "Complete", False) for t in types])
+    )
+    await Worker(ctx).run_until_idle()
+    company = await one(engine, Company, Company.id == COMPANY)
+    assert company.initial_read_status == "complete"
+    assert company.initial_read_failures == []
+    assert await local_records(engine, "company")  # the profile is pulled as one record
+
+
+async def test_read_completed_pulls_only_what_changed_and_marks_deletions(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    ctx: Context,
+    fake_codat: FakeCodat,
+    clock: Clock,
+) -> None:
+    seed_company(fake_codat, bills=6)
+    await deliver(client, read_event("read.completed.initial", [("bills", "Complete", True)]))
+    await Worker(ctx).run_until_idle()
+    fake_codat.reset_calls()
+
+    clock.advance(3600)
+    fake_codat.put_record(COMPANY, "bills", make_bill("bill-2", amount=999.0))
+    fake_codat.put_record(COMPANY, "bills", make_bill("bill-new"))
+    fake_codat.delete_record(COMPANY, "bills", "bill-4")
+    fake_codat.complete_sync(COMPANY, "bills")
+    await deliver(
+        client,
+        read_event(
+            "read.completed",
+            [("bills", "Complete", True), ("suppliers", "Complete", False)],
+            generated="2026-05-04T10:00:00Z",
+        ),
+    )
+    await Worker(ctx).run_until_idle()
+
+    calls = fake_codat.calls_to("/data/bills")
+    assert len(calls) == 2, "3 changed records and the one at the watermark, in pages of 2"
+    assert calls[0].query["query"].startswith("modifiedDate>=")
+    assert not fake_codat.calls_to("/data/suppliers"), "no recordsModified: no pull"
+    await assert_local_copy_equals_fake(engine, fake_codat, "bills")
+    local = await local_records(engine, "bills")
+    assert local["bill-4"].is_deleted
+    assert local["bill-2"].data["totalAmount"] == 999.0
+    state = await one(
+        engine,
+        DataTypeState,
+        DataTypeState.company_id == COMPANY,
+        DataTypeState.data_type == "bills",
+    )
+    assert state.record_count == 6, "6 bills + 1 new - 1 deleted"
+
+
+async def test_waiting_pulls_of_one_company_and_type_collapse_into_one(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    fake_codat_server: tuple[Any, str],
+    fake_codat: FakeCodat,
+    clock: Clock,
+) -> None:
+    from tests.conftest import make_context
+
+    ctx = make_context(engine, fake_codat_server[1], clock, pull_debounce_seconds=2)
+    seed_company(fake_codat, bills=1)
+    for _ in range(5):
+        await deliver(client, read_event("read.completed", [("bills", "Complete", True)]))
+        await Worker(ctx).run_until_idle()
+    assert fake_codat.calls == [], "the pull waits out the debounce window"
+    clock.advance(2)
+    await Worker(ctx).run_until_idle()
+    await ctx.codat.aclose()
+    assert len(fake_codat.calls_to("/data/bills")) == 1
+    async with engine.connect() as connection:
+        assert await connection.scalar(select(func.count()).select_from(Job)) == 1
+    assert {e.status for e in await events(engine)} == {EventStatus.PROCESSED}
+
+
+async def test_a_failed_write_keeps_codats_error_and_validation(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context, fake_codat: FakeCodat
+) -> None:
+    body = sample("bills.write.unsuccessful")
+    company_id = body["payload"]["referenceCompany"]["id"]
+    key = body["payload"]["id"]
+    fake_codat.add_company(company_id, body["payload"]["connectionId"])
+    fake_codat.add_push_operation(
+        company_id,
+        key=key,
+        data_type="bills",
+        status="Failed",
+        requested=ctx.clock(),
+        error_message="Push failed for Bill: see validation",
+        validation_errors=[
+            {"itemId": "SupplierRef", "message": "Supplier not found", "validatorName": "Bill"}
+        ],
+    )
+    await deliver(client, body)
+    await Worker(ctx).run_until_idle()
+    outcome = await one(engine, WriteOutcome, WriteOutcome.push_operation_key == key)
+    assert outcome.status == body["payload"]["status"]
+    assert outcome.data_type == "bills"
+    assert outcome.error_message == "Push failed for Bill: see validation"
+    assert outcome.validation["errors"][0]["message"] == "Supplier not found"
+    assert outcome.status_code == 400
+
+
+@pytest.mark.parametrize("name", ["bill.write.successful", "bills.write.successful"])
+async def test_a_successful_write_is_recorded_under_the_plural_data_type(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context, name: str
+) -> None:
+    body = sample(name)
+    await deliver(client, body)
+    await Worker(ctx).run_until_idle()
+    outcome = await one(
+        engine, WriteOutcome, WriteOutcome.push_operation_key == body["payload"]["id"]
+    )
+    assert (outcome.data_type, outcome.status) == ("bills", "Success")
+    assert outcome.record_id == body["payload"]["record"]["id"]
+
+
+async def test_codat_500_then_200_is_retried_and_done(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context, fake_codat: FakeCodat
+) -> None:
+    seed_company(fake_codat, bills=3)
+    fake_codat.fail_next("/data/bills", 500, times=2)
+    await deliver(client, read_event("read.completed", [("bills", "Complete", True)]))
+    await Worker(ctx).run_until_idle()
+    await assert_local_copy_equals_fake(engine, fake_codat, "bills")
+    statuses = [call.status for call in fake_codat.calls_to("/data/bills")]
+    assert statuses[:2] == [500, 500] and statuses[2:] == [200, 200]
+
+
+async def test_codat_always_failing_makes_the_job_dead_with_its_error(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    fake_codat_server: tuple[Any, str],
+    fake_codat: FakeCodat,
+    clock: Clock,
+) -> None:
+    from tests.conftest import make_context
+
+    ctx = make_context(engine, fake_codat_server[1], clock, worker_max_attempts=2)
+    seed_company(fake_codat, bills=1)
+    fake_codat.fail_next("/data/bills", 503, times=100)
+    await deliver(client, read_event("read.completed", [("bills", "Complete", True)]))
+    await Worker(ctx).run_until_idle()
+    clock.advance(10)
+    await Worker(ctx).run_until_idle()
+    job = await one(engine, Job, Job.kind == "pull")
+    assert job.status == "dead"
+    assert job.attempts == 2
+    assert "CodatUnavailable" in (job.last_error or "")
+    await ctx.codat.aclose()
+
+
+async def test_a_429_pauses_every_call_until_retry_after(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    ctx: Context,
+    fake_codat: FakeCodat,
+    clock: Clock,
+) -> None:
+    seed_company(fake_codat, bills=3)
+    fake_codat.fail_next("/data/bills", 429, retry_after=30)
+    await deliver(client, read_event("read.completed", [("bills", "Complete", True)]))
+    await Worker(ctx).run_until_idle()
+    state = await one(engine, RateLimitState)
+    assert abs(state.paused_until - (clock.now + timedelta(seconds=30))) < timedelta(seconds=5)
+    job = await one(engine, Job, Job.kind == "pull")
+    assert (job.status, job.attempts) == ("pending", 0), "waiting is not an attempt"
+    calls_during_pause = len(fake_codat.calls)
+
+    clock.advance(20)
+    await Worker(ctx).run_until_idle()
+    assert len(fake_codat.calls) == calls_during_pause, "no call while paused"
+
+    clock.advance(11)
+    await Worker(ctx).run_until_idle()
+    await assert_local_copy_equals_fake(engine, fake_codat, "bills")
+
+
+async def test_rate_limit_reached_then_reset_makes_no_call_in_between(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    ctx: Context,
+    fake_codat: FakeCodat,
+    clock: Clock,
+) -> None:
+    seed_company(fake_codat, bills=2)
+    reached = sample("client.rateLimit.reached")
+    reached["generatedDate"] = "2026-05-03T10:00:00Z"
+    reached["payload"]["expiryDate"] = (clock.now + timedelta(hours=6)).isoformat()
+    await deliver(client, reached)
+    await Worker(ctx).run_until_idle()
+    await deliver(client, read_event("read.completed", [("bills", "Complete", True)]))
+    await Worker(ctx).run_until_idle()
+    assert fake_codat.calls == [], "paused: the pull waits"
+    job = await one(engine, Job, Job.kind == "pull")
+    assert (job.status, job.attempts) == ("pending", 0)
+
+    reset = sample("client.rateLimit.reset")
+    reset["generatedDate"] = "2026-05-03T11:00:00Z"
+    await deliver(client, reset)
+    await Worker(ctx).run_until_idle()  # no clock change: the reset alone lets it go
+    await assert_local_copy_equals_fake(engine, fake_codat, "bills")
+    state = await one(engine, RateLimitState)
+    assert state.paused_until is None
+    assert state.quota_remaining == reset["payload"]["quotaRemaining"]
+
+
+async def test_an_older_rate_limit_event_does_not_undo_a_newer_one(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context
+) -> None:
+    reset = sample("client.rateLimit.reset")
+    reset["generatedDate"] = "2026-05-03T11:00:00Z"
+    reached = sample("client.rateLimit.reached")
+    reached["generatedDate"] = "2026-05-03T10:00:00Z"
+    await deliver(client, reset)
+    await deliver(client, reached)  # delivered late: generated before the reset
+    await Worker(ctx).run_until_idle()
+    state = await one(engine, RateLimitState)
+    assert state.paused_until is None
+
+
+async def test_connection_events_out_of_order_keep_the_newest_status(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context
+) -> None:
+    newer = sample("connection.disconnected")
+    newer["generatedDate"] = "2026-05-03T12:00:00Z"
+    newer["payload"]["connection"]["status"] = "Unlinked"
+    older = copy.deepcopy(newer)
+    older["id"] = str(uuid.uuid4())
+    older["eventType"] = "connection.connected"
+    older["generatedDate"] = "2026-05-03T09:00:00Z"
+    older["payload"]["connection"]["status"] = "Linked"
+    await deliver(client, newer)
+    await deliver(client, older)
+    await Worker(ctx).run_until_idle()
+    company_id = newer["payload"]["referenceCompany"]["id"]
+    company = await one(engine, Company, Company.id == company_id)
+    assert company.connection_status == "Unlinked"
+
+
+async def test_unknown_types_are_ignored_and_bad_events_go_dead_at_once(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context
+) -> None:
+    await deliver(
+        client,
+        {
+            "id": "u1",
+            "eventType": "expenses.sync.successful",
+            "generatedDate": "2026-05-03T10:00:00Z",
+            "payload": {},
+        },
+    )
+    await deliver(
+        client,
+        {
+            "id": "u2",
+            "eventType": "bills.write.successful",
+            "generatedDate": "2026-05-03T10:00:00Z",
+            "payload": {"status": "Success"},
+        },
+    )
+    await Worker(ctx).run_until_idle()
+    by_id = {e.event_id: e for e in await events(engine)}
+    assert by_id["u1"].status == EventStatus.IGNORED
+    assert by_id["u2"].status == EventStatus.DEAD
+    assert "push operation key" in (by_id["u2"].last_error or "")
+    assert by_id["u2"].attempts == 1
+
+
+async def test_processing_an_event_twice_leaves_the_same_state(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context, fake_codat: FakeCodat
+) -> None:
+    from sqlalchemy import update
+
+    seed_company(fake_codat, bills=3)
+    await deliver(client, read_event("read.completed.initial", [("bills", "Complete", True)]))
+    await Worker(ctx).run_until_idle()
+    before = await local_records(engine, "bills")
+    async with engine.begin() as connection:  # as if a worker died before marking it done
+        await connection.execute(
+            update(WebhookEvent).values(status="pending", next_attempt_at=ctx.clock())
+        )
+    await Worker(ctx).run_until_idle()
+    after = await local_records(engine, "bills")
+    assert {k: v.data for k, v in after.items()} == {k: v.data for k, v in before.items()}
+    company = await one(engine, Company, Company.id == COMPANY)
+    assert company.initial_read_status == "incomplete"
