@@ -41,6 +41,7 @@ class Settings(DatabaseSettings):
     codat_base_url: str = "https://api.codat.io"
     codat_timeout_seconds: float = Field(default=30.0, gt=0)
     codat_max_concurrency: int = Field(default=32, ge=1)
+    codat_page_size: int = Field(default=5000, ge=1, le=5000)
     bill_pay_variant: Literal["async", "sync"] = "async"
 
     # read.completed events for one company and type arriving this close share one pull.

@@ -42,5 +42,6 @@ def build_context(settings: Settings, engine: AsyncEngine) -> Context:
         base_url=settings.codat_base_url,
         timeout=settings.codat_timeout_seconds,
         max_concurrency=settings.codat_max_concurrency,
+        page_size=settings.codat_page_size,
     )
     return Context(sessions=session_factory(engine), codat=client, settings=settings)

@@ -120,9 +120,9 @@ async def finish_event(
     now: datetime,
     error: str | None = None,
 ) -> None:
+    # locked_by stays: it tells which worker finished the row.
     values: dict[str, Any] = {
         "status": status,
-        "locked_by": None,
         "locked_until": None,
         "next_attempt_at": None,
         "processed_at": now,

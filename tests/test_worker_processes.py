@@ -1,0 +1,222 @@
+"""Real worker processes: killed with SIGKILL mid-pull, and two sharing one PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db import create_engine
+from app.models import EventStatus, Record, WebhookEvent
+from app.webhooks.store import EventWriter, IncomingEvent
+from tests.conftest import API_KEY, PostgresDatabases, new_database_url, sample
+from tests.support.fake_codat import FakeCodat, make_bill
+from tests.support.signing import TEST_SECRET
+
+COMPANY = "7a1b2c3d-0000-4000-8000-00000000c0de"
+CONNECTION = "2e9d2c44-f675-40ba-8049-353bfcb5e171"
+
+
+def worker_env(database_url: str, codat_url: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CODAT_WEBHOOK_SECRETS": TEST_SECRET,
+        "CODAT_API_KEY": API_KEY,
+        "CODAT_BASE_URL": codat_url,
+        "WORKER_LEASE_SECONDS": "2",
+        "WORKER_POLL_INTERVAL": "0.05",
+        "PULL_DEBOUNCE_SECONDS": "0",
+        "LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def start_worker(
+    workers: list[subprocess.Popen[bytes]], env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
+    )
+    workers.append(process)
+    return process
+
+
+async def store(engine: AsyncEngine, bodies: list[dict[str, Any]]) -> None:
+    """Stored exactly as the receiver stores a verified delivery."""
+    from app.webhooks.envelope import read_facts
+
+    writer = EventWriter(engine)
+    writer.start()
+    try:
+        now = datetime.now(UTC)
+        incoming = []
+        for body in bodies:
+            raw = json.dumps(body).encode()
+            facts = read_facts(raw)
+            incoming.append(
+                IncomingEvent(
+                    delivery_id=f"msg_{uuid.uuid4().hex}",
+                    raw_body=raw,
+                    received_at=now,
+                    event_id=facts.event_id,
+                    event_type=facts.event_type,
+                    company_id=facts.company_id,
+                    connection_id=facts.connection_id,
+                    generated_at=facts.generated_at,
+                    unprocessable_reason=facts.unprocessable,
+                )
+            )
+        await asyncio.gather(*(writer.store(event) for event in incoming))
+    finally:
+        await writer.close()
+
+
+async def wait_for(check: Any, *, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def scalar(engine: AsyncEngine, query: Any) -> Any:
+    async with engine.connect() as connection:
+        return await connection.scalar(query)
+
+
+async def test_a_worker_killed_mid_pull_loses_nothing_and_duplicates_nothing(
+    engine: AsyncEngine,
+    database_url: str,
+    fake_codat_server: tuple[FakeCodat, str],
+    fake_codat: FakeCodat,
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    fake_codat.add_company(COMPANY, CONNECTION)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    for i in range(20):
+        fake_codat.put_record(
+            COMPANY, "bills", make_bill(f"bill-{i:02}"), modified=start + timedelta(seconds=i)
+        )
+    fake_codat.complete_sync(COMPANY, "bills")
+    fake_codat.delay_all = 0.15  # 10 pages of 2: a pull takes about 1.5 s
+    body = sample("read.completed")
+    body["payload"]["referenceCompany"]["id"] = COMPANY
+    body["payload"]["dataTypes"] = [
+        {
+            "connectionId": CONNECTION,
+            "dataType": "bills",
+            "status": "Complete",
+            "recordsModified": True,
+            "issues": [],
+        }
+    ]
+    await store(engine, [body])
+    env = worker_env(database_url, fake_codat_server[1], CODAT_PAGE_SIZE="2")
+    log = tmp_path / "worker.log"
+
+    first = start_worker(workers, env, log)
+    count = select(func.count()).select_from(Record)
+    await wait_for(lambda: _at_least(engine, count, 4), within=30, what="two pages stored")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    partial = await scalar(engine, count)
+    assert 4 <= partial < 20, "killed in the middle of the pull"
+
+    start_worker(workers, env, log)
+    done = select(func.count()).select_from(Record)
+    await wait_for(lambda: _at_least(engine, done, 20), within=60, what="the whole pull")
+    await wait_for(lambda: _job_done(engine), within=30, what="the job to be done")
+    async with engine.connect() as connection:
+        ids = (await connection.execute(select(Record.record_id))).scalars().all()
+        [event] = (await connection.execute(select(WebhookEvent))).all()
+    assert sorted(ids) == sorted(r["id"] for r in fake_codat.records(COMPANY, "bills"))
+    assert event.status == EventStatus.PROCESSED
+
+
+async def _at_least(engine: AsyncEngine, query: Any, n: int) -> bool:
+    return bool(await scalar(engine, query) >= n)
+
+
+async def _job_done(engine: AsyncEngine) -> bool:
+    from app.models import Job
+
+    async with engine.connect() as connection:
+        statuses = (await connection.execute(select(Job.status))).scalars().all()
+    return list(statuses) == ["done"]
+
+
+def write_event(i: int) -> dict[str, Any]:
+    body = sample("bills.write.successful")
+    body["id"] = str(uuid.uuid4())
+    body["payload"]["id"] = f"push-{i:04}"
+    body["payload"]["referenceCompany"]["id"] = f"company-{i % 50:02}"
+    return body
+
+
+@pytest.fixture
+async def postgres_engine(
+    tmp_path: Path, postgres_databases: PostgresDatabases
+) -> AsyncIterator[tuple[AsyncEngine, str]]:
+    """Several workers share PostgreSQL only (SQLite runs one worker), so no SQLite twin."""
+    url = await new_database_url("postgresql", tmp_path, postgres_databases)
+    engine = create_engine(url)
+    yield engine, url
+    await engine.dispose()
+
+
+async def test_two_workers_on_postgresql_process_each_of_1000_events_once(
+    postgres_engine: tuple[AsyncEngine, str],
+    fake_codat_server: tuple[FakeCodat, str],
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    engine, database_url = postgres_engine
+    await store(engine, [write_event(i) for i in range(1000)])
+    env = worker_env(database_url, fake_codat_server[1], WORKER_CONCURRENCY="16")
+    for _ in range(2):
+        start_worker(workers, env, tmp_path / "workers.log")
+
+    processed = (
+        select(func.count())
+        .select_from(WebhookEvent)
+        .where(WebhookEvent.status == EventStatus.PROCESSED)
+    )
+    await wait_for(lambda: _at_least(engine, processed, 1000), within=120, what="1000 events")
+    async with engine.connect() as connection:
+        rows = (
+            await connection.execute(select(WebhookEvent.attempts, WebhookEvent.locked_by))
+        ).all()
+    assert len(rows) == 1000
+    assert {attempts for attempts, _ in rows} == {1}, "no event was claimed twice"
+    by_worker: dict[str, int] = {}
+    for _, worker_id in rows:
+        by_worker[worker_id] = by_worker.get(worker_id, 0) + 1
+    assert len(by_worker) == 2, f"both workers took part: {by_worker}"
