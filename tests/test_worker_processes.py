@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -216,7 +217,5 @@ async def test_two_workers_on_postgresql_process_each_of_1000_events_once(
         ).all()
     assert len(rows) == 1000
     assert {attempts for attempts, _ in rows} == {1}, "no event was claimed twice"
-    by_worker: dict[str, int] = {}
-    for _, worker_id in rows:
-        by_worker[worker_id] = by_worker.get(worker_id, 0) + 1
+    by_worker = Counter(worker_id for _, worker_id in rows)
     assert len(by_worker) == 2, f"both workers took part: {by_worker}"
