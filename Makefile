@@ -3,6 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 DEV_SECRET := whsec_Y29kYXQtd2ViaG9va3MtZGV2LW9ubHkh
+DEV_TOKEN := dev-status-token
 
 .PHONY: install run test lint typecheck unit reliability bench-receive postgres clean
 
@@ -19,6 +20,10 @@ run: install
 	@if [ -z "$$CODAT_WEBHOOK_SECRETS" ]; then \
 		export CODAT_WEBHOOK_SECRETS=$(DEV_SECRET); \
 		echo "Using the development webhook secret: $(DEV_SECRET)"; \
+	fi; \
+	if [ -z "$$STATUS_API_TOKENS" ]; then \
+		export STATUS_API_TOKENS=$(DEV_TOKEN); \
+		echo "Using the development status API token: $(DEV_TOKEN)"; \
 	fi; \
 	export LOG_FORMAT=$${LOG_FORMAT:-console}; \
 	$(BIN)/codat-webhooks migrate && exec $(BIN)/codat-webhooks serve

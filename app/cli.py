@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
-from typing import Annotated
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 import uvicorn
@@ -12,6 +17,11 @@ from pydantic import ValidationError
 
 from app.config import DatabaseSettings, Settings, get_settings
 from app.logs import configure_logging
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+T = TypeVar("T")
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -34,19 +44,33 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: PORT)")] = None,
 ) -> None:
-    """Serve the webhook route, health checks and the status API."""
+    """Serve the webhook route and health checks, the status API, and the embedded worker."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    from app.main import create_app
-
-    uvicorn.run(
-        create_app(settings),
-        host=host or settings.host,
-        port=settings.port if port is None else port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=20,
+    asyncio.run(
+        run_servers(settings, host or settings.host, settings.port if port is None else port)
     )
+
+
+async def run_servers(settings: Settings, host: str, port: int) -> None:
+    """One listener, or two when INTERNAL_PORT moves the status API off the public one."""
+    from app.main import create_app, create_split_apps
+
+    options = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 20}
+    if settings.internal_port is None:
+        apps = [(create_app(settings), host, port)]
+    else:
+        public, internal = create_split_apps(settings)
+        apps = [(public, host, port), (internal, settings.internal_host, settings.internal_port)]
+    servers = [
+        uvicorn.Server(uvicorn.Config(app, host=h, port=p, **options))  # type: ignore[arg-type]
+        for app, h, p in apps
+    ]
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for server in servers:  # one listener stopping (a signal, a failed bind) stops both
+        server.should_exit = True
+    await asyncio.gather(*tasks)
 
 
 @cli.command()
@@ -84,6 +108,163 @@ def migrate(
 
     upgrade(DatabaseSettings().database_url, revision)
     typer.echo(f"database migrated to {revision}")
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    from app.db import create_engine, session_factory
+
+    engine = create_engine(settings.database_url)
+    try:
+        async with session_factory(engine)() as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+@cli.command()
+def replay(
+    event_id: Annotated[int | None, typer.Option(help="Replay this one event")] = None,
+    event_type: Annotated[str | None, typer.Option()] = None,
+    status: Annotated[str | None, typer.Option(help="e.g. dead")] = None,
+    company_id: Annotated[str | None, typer.Option()] = None,
+    received_after: Annotated[datetime | None, typer.Option()] = None,
+    received_before: Annotated[datetime | None, typer.Option()] = None,
+) -> None:
+    """Queue events to be processed again (same filters as the status API)."""
+    from app.api.errors import ApiError
+    from app.api.queries import EventFilter, replay_event, replay_events
+    from app.processing.context import utcnow
+
+    settings = load_settings()
+    filters = EventFilter(event_type, status, company_id, received_after, received_before)
+
+    async def work(session: AsyncSession) -> int:
+        if event_id is not None:
+            await replay_event(session, event_id, utcnow())
+            return 1
+        return await replay_events(session, filters, utcnow())
+
+    try:
+        queued = _run(_with_session(settings, work))
+    except ApiError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(f"queued {queued} event(s)")
+
+
+def parse_age(text: str) -> timedelta:
+    """`30d`, `12h`, `45m`: how operators write a retention period."""
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise typer.BadParameter("use a number and a unit: 30d, 12h or 45m")
+    return timedelta(**{units[text[-1]]: int(text[:-1])})
+
+
+@cli.command()
+def prune(
+    older_than: Annotated[str, typer.Option(help="Age, e.g. 30d, 12h")] = "30d",
+) -> None:
+    """Delete processed and ignored events older than the given age (never pending,
+    failed, dead or unprocessable ones)."""
+    from sqlalchemy import delete
+
+    from app.models import EventStatus, WebhookEvent
+    from app.processing.context import utcnow
+
+    age = parse_age(older_than)
+    settings = load_settings()
+
+    async def work(session: AsyncSession) -> int:
+        result = await session.execute(
+            delete(WebhookEvent).where(
+                WebhookEvent.status.in_([EventStatus.PROCESSED, EventStatus.IGNORED]),
+                WebhookEvent.processed_at < utcnow() - age,
+            )
+        )
+        await session.commit()
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    typer.echo(f"pruned {_run(_with_session(settings, work))} event(s) older than {older_than}")
+
+
+SAMPLES = Path(__file__).parent / "samples"
+SAMPLE_NAMES = ", ".join(sorted(path.stem for path in SAMPLES.glob("*.json")))
+
+
+@cli.command("send-test-event")
+def send_test_event(
+    url: Annotated[str | None, typer.Option(help="Webhook URL (default: this service's)")] = None,
+    sample: Annotated[
+        str,
+        typer.Option(help=f"One of: {', '.join(sorted(p.stem for p in SAMPLES.glob('*.json')))}"),
+    ] = "read.completed",
+    file: Annotated[Path | None, typer.Option(help="Send this JSON file instead")] = None,
+) -> None:
+    """Sign an event with the configured secret and post it: how to check a deployment."""
+    import httpx
+    from svix.webhooks import Webhook
+
+    settings = load_settings()
+    path = file or SAMPLES / f"{sample}.json"
+    if not path.is_file():
+        raise typer.BadParameter(f"no such file or sample: {path}")
+    body = json.loads(path.read_text())
+    body["id"] = str(uuid.uuid4())  # a fresh event, not a duplicate of the last test
+    raw = json.dumps(body)
+    msg_id = f"msg_test_{uuid.uuid4().hex}"
+    now = datetime.now(UTC)
+    secret = settings.codat_webhook_secrets[0].get_secret_value()
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, now, raw),
+        "content-type": "application/json",
+    }
+    target = url or f"http://127.0.0.1:{settings.port}/webhooks/codat"
+    try:
+        response = httpx.post(target, content=raw, headers=headers, timeout=15)
+    except httpx.HTTPError as exc:
+        typer.echo(f"error: could not reach {target}: {type(exc).__name__}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(f"{response.status_code} {response.text} (delivery {msg_id})")
+    if response.status_code >= 300:
+        raise typer.Exit(code=1)
+
+
+@cli.command("check-config")
+def check_config() -> None:
+    """Validate the settings and the database connection, and say what is wrong."""
+    from app.api.health import readiness
+    from app.db import create_engine
+
+    settings = load_settings()
+    typer.echo(f"settings: ok ({len(settings.codat_webhook_secrets)} webhook secret(s))")
+    problems = []
+    if not settings.codat_api_key.get_secret_value():
+        problems.append("CODAT_API_KEY is not set: the worker cannot call Codat")
+    if not settings.status_api_tokens:
+        problems.append("STATUS_API_TOKENS is not set: the status API refuses every request")
+
+    async def database() -> tuple[bool, str]:
+        engine = create_engine(settings.database_url)
+        try:
+            return await readiness(engine)
+        finally:
+            await engine.dispose()
+
+    ready, reason = _run(database())
+    typer.echo(f"database: {reason}")
+    if not ready:
+        problems.append(f"database: {reason}")
+    for problem in problems:
+        typer.echo(f"problem: {problem}", err=True)
+    if problems:
+        raise typer.Exit(code=1)
+    typer.echo("configuration ok")
 
 
 def main() -> None:

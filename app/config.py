@@ -34,6 +34,10 @@ class Settings(DatabaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Set INTERNAL_PORT to serve /api, /metrics and /docs on a second, internal listener.
+    internal_host: str = "127.0.0.1"
+    internal_port: int | None = Field(default=None, ge=0, le=65535)
+    status_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 
@@ -56,7 +60,7 @@ class Settings(DatabaseSettings):
     worker_retry_max_seconds: float = Field(default=3600.0, ge=0)
     worker_shutdown_grace_seconds: float = Field(default=20.0, ge=0)
 
-    @field_validator("codat_webhook_secrets", mode="before")
+    @field_validator("codat_webhook_secrets", "status_api_tokens", mode="before")
     @classmethod
     def _secrets_from_commas(cls, value: object) -> object:
         return _split_commas(value)

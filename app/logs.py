@@ -36,5 +36,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "httpx", "httpcore"):
+    # Driver loggers print SQL parameters (raw bodies) at DEBUG: never let them.
+    for noisy in ("uvicorn.access", "httpx", "httpcore", "aiosqlite", "asyncpg", "sqlalchemy"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

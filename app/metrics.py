@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 WEBHOOKS_RECEIVED = Counter(
     "codat_webhooks_received_total",
@@ -27,3 +27,17 @@ WORK_SECONDS = Histogram(
     ["queue"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+QUEUE_DEPTH = Gauge(
+    "codat_queue_depth",
+    "Events and jobs waiting (pending) or in hand (processing), read at scrape time.",
+    ["queue", "status"],
+)
+OLDEST_DUE_AGE = Gauge(
+    "codat_queue_oldest_due_age_seconds",
+    "How long the oldest due, unclaimed item has waited; 0 when none is due.",
+    ["queue"],
+)
+CODAT_PAUSED = Gauge(
+    "codat_client_paused", "1 while calls to Codat are paused (rate limit or 429), else 0."
+)
+DEAD_ITEMS = Gauge("codat_dead_total", "Events and jobs that gave up (dead).", ["queue"])
