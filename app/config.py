@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -50,6 +51,17 @@ class Settings(DatabaseSettings):
 
     # read.completed events for one company and type arriving this close share one pull.
     pull_debounce_seconds: float = Field(default=2.0, ge=0)
+
+    # Freshness: refresh after writes, retry failed initial reads, sweep and reconcile.
+    refresh_debounce_seconds: float = Field(default=30.0, ge=0)
+    refresh_max_retries: int = Field(default=3, ge=0)
+    refresh_retry_base_seconds: float = Field(default=300.0, ge=0)
+    freshness_max_age: timedelta = timedelta(hours=24)
+    sweep_interval: timedelta = timedelta(minutes=15)
+    sweep_quota_share: float = Field(default=0.2, ge=0, le=1)
+    codat_daily_quota: int | None = Field(default=None, ge=1)
+    reconcile_interval: timedelta = timedelta(hours=6)
+    reconcile_push_lookback: timedelta = timedelta(days=7)
 
     embedded_worker: bool = True
     worker_concurrency: int = Field(default=16, ge=1)

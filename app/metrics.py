@@ -41,3 +41,14 @@ CODAT_PAUSED = Gauge(
     "codat_client_paused", "1 while calls to Codat are paused (rate limit or 429), else 0."
 )
 DEAD_ITEMS = Gauge("codat_dead_total", "Events and jobs that gave up (dead).", ["queue"])
+MISSED_WEBHOOKS = Counter(
+    "codat_missed_webhooks_total",
+    "Catch-ups made by reconcile: reads and write outcomes whose webhook never arrived. "
+    "Above zero means deliveries are being lost.",
+    ["kind"],
+)
+REFRESHES = Counter(
+    "codat_refreshes_requested_total",
+    "Refreshes asked of Codat, by why (write, incomplete_read, sweep, api).",
+    ["reason"],
+)

@@ -101,6 +101,7 @@ class WebhookEvent(Base):
         Index("ix_webhook_events_due", "status", "next_attempt_at"),
         Index("ix_webhook_events_company_id_id", "company_id", "id"),
         Index("ix_webhook_events_event_type_id", "event_type", "id"),
+        Index("ix_webhook_events_status_id", "status", "id"),
     )
 
 
@@ -161,6 +162,9 @@ class Company(Base):
     initial_read_status: Mapped[str | None] = mapped_column(String(32))
     initial_read_failures: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     initial_read_at: Mapped[datetime | None]
+    last_reconciled_at: Mapped[datetime | None]
+    # Write outcomes whose webhook never came, found by reconcile.
+    write_catch_ups: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -180,6 +184,11 @@ class DataTypeState(Base):
     # The newest `modifiedDate` pulled: the next pull asks only for what is newer.
     pull_watermark: Mapped[datetime | None]
     record_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_refresh_requested_at: Mapped[datetime | None]
+    # Refreshes asked for in a row because reads did not complete; reset by a complete read.
+    refresh_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Reads whose webhook never came, found and pulled by reconcile.
+    catch_ups: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime]
 
 
@@ -244,3 +253,6 @@ class RateLimitState(Base):
     quota_remaining: Mapped[int | None] = mapped_column(Integer)
     event_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+    # What the freshness sweep has spent of its share of today's quota (UTC day).
+    sweep_day: Mapped[str | None] = mapped_column(String(10))
+    sweep_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -170,7 +170,8 @@ async def _job_done(engine: AsyncEngine) -> bool:
     from app.models import Job
 
     async with engine.connect() as connection:
-        statuses = (await connection.execute(select(Job.status))).scalars().all()
+        query = select(Job.status).where(Job.kind == "pull")
+        statuses = (await connection.execute(query)).scalars().all()
     return list(statuses) == ["done"]
 
 

@@ -141,6 +141,56 @@ class CodatClient:
         path = f"/companies/{company_id}/push/{push_operation_key}"
         return await self._json("GET", path, company_id, "push:get")
 
+    async def push_operations(
+        self, company_id: str, *, requested_since: datetime
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Pages of the push operations requested since a moment, oldest first."""
+        params: dict[str, str | int] | None = {
+            "page": 1,
+            "pageSize": self.page_size,
+            "query": f"requestedOnUtc>{codat_time(requested_since)}",
+            "orderBy": "requestedOnUtc",
+        }
+        url: str | None = f"/companies/{company_id}/push"
+        while url is not None:
+            body = await self._json("GET", url, company_id, "push:list", params=params)
+            yield list(body.get("results") or [])
+            url, params = self._next_link(body), None
+
+    # -- freshness ----------------------------------------------------------------------
+
+    async def queue_refresh(
+        self, company_id: str, data_type: str, connection_id: str | None
+    ) -> None:
+        """Ask Codat to read one data type again. Raises CodatNotReady if one is running."""
+        params: dict[str, str | int] | None = (
+            {"connectionId": connection_id} if connection_id else None
+        )
+        await self._json(
+            "POST",
+            f"/companies/{company_id}/data/queue/{data_type}",
+            company_id,
+            "refresh:queue",
+            params=params,
+        )
+
+    async def data_status(self, company_id: str) -> dict[str, Any]:
+        """Codat's view of each data type: `{dataType: {lastSuccessfulSync, currentStatus}}`."""
+        return await self._json("GET", f"/companies/{company_id}/dataStatus", company_id, "status")
+
+    async def webhook_consumers(self) -> list[dict[str, Any]]:
+        body = await self._json("GET", "/webhooks", None, "webhooks:list")
+        return list(body.get("results") or [])
+
+    async def create_webhook_consumer(self, url: str, event_types: list[str]) -> dict[str, Any]:
+        return await self._json(
+            "POST",
+            "/webhooks",
+            None,
+            "webhooks:create",
+            json_body={"url": url, "eventTypes": event_types, "disabled": False},
+        )
+
     # -- plumbing -----------------------------------------------------------------------
 
     async def _json(

@@ -14,9 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES, write_data_type
-from app.models import EventStatus, WebhookEvent
+from app.models import DataTypeState, EventStatus, WebhookEvent
 from app.processing.context import Context, InvalidEvent
+from app.processing.freshness import request_refresh, retry_failed_read
 from app.processing.pulls import PULL, pull_key
 from app.processing.queue import enqueue_job, resume_waiting
 from app.processing.state import (
@@ -87,10 +91,9 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
             name=reference.get("name"),
             description=reference.get("description"),
         )
+        required_types = BILL_PAY_DATA_TYPES[ctx.settings.bill_pay_variant]
         if initial:
-            failures = initial_read_failures(
-                items, BILL_PAY_DATA_TYPES[ctx.settings.bill_pay_variant]
-            )
+            failures = initial_read_failures(items, required_types)
             await record_initial_read(
                 session,
                 company_id,
@@ -110,6 +113,8 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
                 event_at=delivered.generated_at,
                 now=now,
             )
+            if item["dataType"] in required_types:
+                await _refresh_if_incomplete(ctx, session, company_id, item, now)
             # The initial read pulls everything complete; later reads only what changed.
             wanted = item.get("status") == COMPLETE and (initial or item.get("recordsModified"))
             if wanted and item["dataType"] in PULLABLE_DATA_TYPES:
@@ -124,6 +129,39 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
                     connection_id=item.get("connectionId"),
                 )
     return EventStatus.PROCESSED
+
+
+# Statuses of a read still on its way: wait for it rather than ask again.
+IN_PROGRESS = {
+    "Initial",
+    "Queued",
+    "Fetching",
+    "MapQueued",
+    "Mapping",
+    "ProcessingQueued",
+    "Processing",
+    "ValidationQueued",
+    "Validating",
+}
+
+
+async def _refresh_if_incomplete(
+    ctx: Context, session: AsyncSession, company_id: str, item: dict[str, Any], now: datetime
+) -> None:
+    """A Bill Pay type that failed is refreshed (a few times); one that completed resets."""
+    status = item.get("status")
+    if status == COMPLETE:
+        await session.execute(
+            update(DataTypeState)
+            .where(
+                DataTypeState.company_id == company_id, DataTypeState.data_type == item["dataType"]
+            )
+            .values(refresh_retries=0)
+        )
+    elif status not in IN_PROGRESS:
+        await retry_failed_read(
+            ctx, session, company_id, item["dataType"], item.get("connectionId"), now
+        )
 
 
 def initial_read_failures(
@@ -180,6 +218,18 @@ async def handle_write(ctx: Context, delivered: Delivered) -> str:
                 "updated_at": now,
             },
         )
+    if successful and company_id and payload.get("type") in ("Create", "Update", "Delete"):
+        # Codat does not cache what was written: ask it to read the type again, once a burst.
+        async with ctx.sessions.begin() as session:
+            await request_refresh(
+                session,
+                company_id,
+                data_type,
+                connection_id=payload.get("connectionId"),
+                now=now,
+                delay=timedelta(seconds=ctx.settings.refresh_debounce_seconds),
+                reason="write",
+            )
     if not successful and company_id:
         # The webhook carries no reason; the push operation has the error and validation.
         operation = await ctx.codat.push_operation(company_id, key)

@@ -151,7 +151,8 @@ async def finish_job(
     values: dict[str, Any] = {
         "status": case((rerun, PENDING), else_=status),
         "attempts": case((rerun, 0), else_=Job.attempts),
-        "next_attempt_at": case((rerun, now), else_=None),
+        # A rerun keeps the due time its request asked for (a debounce, a schedule).
+        "next_attempt_at": case((rerun, Job.next_attempt_at), else_=None),
         "rerun": False,
         "locked_by": None,
         "locked_until": None,
@@ -203,7 +204,9 @@ async def enqueue_job(
             set_={
                 "status": case((running, PROCESSING), else_=PENDING),
                 "rerun": case((running, True), else_=Job.rerun),
-                "next_attempt_at": case((idle, new.next_attempt_at), else_=Job.next_attempt_at),
+                "next_attempt_at": case(
+                    (idle | running, new.next_attempt_at), else_=Job.next_attempt_at
+                ),
                 "attempts": case((idle, 0), else_=Job.attempts),
                 "last_error": case((idle, None), else_=Job.last_error),
                 "connection_id": func.coalesce(new.connection_id, Job.connection_id),

@@ -22,16 +22,26 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.codat.errors import CodatPaused
+from app.codat.errors import CodatPaused, CodatRequestError
 from app.metrics import WORK_DONE, WORK_SECONDS
 from app.models import EventStatus, Job, JobStatus, WebhookEvent
 from app.processing.context import Context, InvalidEvent
+from app.processing.freshness import (
+    RECONCILE,
+    REFRESH,
+    SWEEP,
+    SWEEP_KEY,
+    run_reconcile,
+    run_refresh,
+    run_sweep,
+)
 from app.processing.handlers import handle_event, serial_key
 from app.processing.pulls import PULL, run_pull
 from app.processing.queue import (
     WAITING_PREFIX,
     backoff_delay,
     claim_due,
+    enqueue_job,
     finish_event,
     finish_job,
     renew_leases,
@@ -42,7 +52,12 @@ from app.processing.state import current_pause, extend_pause
 log = logging.getLogger(__name__)
 
 JobRunner = Callable[[Context, Job], Awaitable[None]]
-JOB_RUNNERS: dict[str, JobRunner] = {PULL: run_pull}
+JOB_RUNNERS: dict[str, JobRunner] = {
+    PULL: run_pull,
+    REFRESH: run_refresh,
+    SWEEP: run_sweep,
+    RECONCILE: run_reconcile,
+}
 
 Item = WebhookEvent | Job
 
@@ -68,8 +83,18 @@ class Worker:
 
     # -- loops ----------------------------------------------------------------------------
 
+    async def schedule_sweep(self) -> None:
+        """Make sure the periodic sweep exists; many workers still run it once at a time."""
+        now = self.ctx.clock()
+        try:
+            async with self.ctx.sessions.begin() as session:
+                await enqueue_job(session, kind=SWEEP, key=SWEEP_KEY, now=now)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("could not schedule the sweep", extra={"error": type(exc).__name__})
+
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker started", extra={"worker_id": self.worker_id})
+        await self.schedule_sweep()
         renewer = asyncio.create_task(self._renew_leases_forever())
         try:
             while not stop.is_set():
@@ -249,7 +274,7 @@ class Worker:
         error = f"{type(exc).__name__}: {exc}"
         dead_status = EventStatus.DEAD if isinstance(item, WebhookEvent) else JobStatus.DEAD
         settings = self.ctx.settings
-        if isinstance(exc, InvalidEvent) or item.attempts >= settings.worker_max_attempts:
+        if _hopeless(exc) or item.attempts >= settings.worker_max_attempts:
             log.error("work item dead", extra={**_ids(item), "error": error[:500]})
             finish = finish_event if isinstance(item, WebhookEvent) else finish_job
             await self._settle(finish, item, status=dead_status, now=self.ctx.clock(), error=error)
@@ -269,6 +294,13 @@ class Worker:
             count_attempt=True,
         )
         return "retry"
+
+
+def _hopeless(exc: Exception) -> bool:
+    """No retry can help: a bad event, or Codat refusing the request itself (not auth)."""
+    if isinstance(exc, CodatRequestError):
+        return exc.status_code not in (401, 403)
+    return isinstance(exc, InvalidEvent)
 
 
 def _ids(item: Item) -> dict[str, object]:

@@ -1,0 +1,400 @@
+"""Keeping the local copy fresh on purpose: refreshes, the sweep, and reconcile.
+
+A webhook says Codat has read new data; it does not make Codat read, and a lost one
+leaves the copy stale silently. So: refresh after writes and failed reads, sweep for data
+older than the policy within a share of the daily quota, and reconcile Codat's own status
+with what we saw, counting every catch-up as a missed webhook.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES
+from app.codat.errors import CodatNotReady
+from app.metrics import MISSED_WEBHOOKS, REFRESHES
+from app.models import Company, DataTypeState, Job, RateLimitState, WriteOutcome
+from app.processing.context import Context
+from app.processing.pulls import PULL, pull_key
+from app.processing.queue import enqueue_job
+from app.processing.state import RATE_LIMIT_ROW, ensure_company, record_write, record_write_errors
+from app.webhooks.envelope import parse_datetime
+
+log = logging.getLogger(__name__)
+
+REFRESH, SWEEP, RECONCILE = "refresh", "sweep", "reconcile"
+SWEEP_KEY = "sweep"
+FINISHED_PUSH = {"Success", "Failed", "TimedOut"}
+# Codat's default quota is 1,000 x (1 + companies) a day (CODAT.md §3.4).
+QUOTA_PER_COMPANY = 1000
+
+
+def refresh_key(company_id: str, data_type: str) -> str:
+    return f"{REFRESH}:{company_id}:{data_type}"
+
+
+async def request_refresh(
+    session: AsyncSession,
+    company_id: str,
+    data_type: str,
+    *,
+    connection_id: str | None,
+    now: datetime,
+    delay: timedelta = timedelta(0),
+    reason: str,
+) -> None:
+    """Queue a refresh; asked again while it waits, it is still one request (debounce)."""
+    await enqueue_job(
+        session,
+        kind=REFRESH,
+        key=refresh_key(company_id, data_type),
+        now=now,
+        due_at=now + delay,
+        company_id=company_id,
+        data_type=data_type,
+        connection_id=connection_id,
+        params={"reason": reason},
+    )
+
+
+async def run_refresh(ctx: Context, job: Job) -> None:
+    company_id, data_type = job.company_id, job.data_type
+    if not company_id or not data_type:
+        raise ValueError(f"refresh job {job.key} has no company or data type")
+    try:
+        await ctx.codat.queue_refresh(company_id, data_type, job.connection_id)
+    except CodatNotReady as exc:
+        # "DatasetAlreadyInProgressException": a read is already on its way. That is done.
+        log.info(
+            "refresh already in progress",
+            extra={"company_id": company_id, "data_type": data_type, "detail": str(exc)},
+        )
+    reason = str((job.params or {}).get("reason", "unknown"))
+    REFRESHES.labels(reason=reason).inc()
+    now = ctx.clock()
+    async with ctx.sessions.begin() as session:
+        await session.execute(
+            update(DataTypeState)
+            .where(DataTypeState.company_id == company_id, DataTypeState.data_type == data_type)
+            .values(last_refresh_requested_at=now, updated_at=now)
+        )
+
+
+async def retry_failed_read(
+    ctx: Context,
+    session: AsyncSession,
+    company_id: str,
+    data_type: str,
+    connection_id: str | None,
+    now: datetime,
+) -> bool:
+    """A Bill Pay type did not complete: refresh it, a few times, with growing gaps."""
+    state = await session.get(DataTypeState, (company_id, data_type))
+    retries = state.refresh_retries if state else 0
+    if retries >= ctx.settings.refresh_max_retries:
+        return False
+    delay = timedelta(seconds=ctx.settings.refresh_retry_base_seconds * 2**retries)
+    await session.execute(
+        update(DataTypeState)
+        .where(DataTypeState.company_id == company_id, DataTypeState.data_type == data_type)
+        .values(refresh_retries=retries + 1)
+    )
+    await request_refresh(
+        session,
+        company_id,
+        data_type,
+        connection_id=connection_id,
+        now=now,
+        delay=delay,
+        reason="incomplete_read",
+    )
+    return True
+
+
+# -- the sweep ------------------------------------------------------------------------------
+
+
+def daily_quota(ctx: Context, state: RateLimitState | None, companies: int) -> int:
+    """What Codat told us last, else the setting, else Codat's documented default."""
+    if state and state.daily_quota:
+        return state.daily_quota
+    return ctx.settings.codat_daily_quota or QUOTA_PER_COMPANY * (1 + companies)
+
+
+async def run_sweep(ctx: Context, job: Job) -> None:
+    """Refresh overdue Bill Pay data types within the sweep's share of today's quota, and
+    queue reconcile for companies not reconciled within RECONCILE_INTERVAL. Re-arms itself."""
+    settings = ctx.settings
+    now = ctx.clock()
+    async with ctx.sessions.begin() as session:
+        # Run again at the next interval, whatever happens below.
+        await enqueue_job(
+            session, kind=SWEEP, key=SWEEP_KEY, now=now, due_at=now + settings.sweep_interval
+        )
+        if ctx.codat.gate.paused:
+            return  # webhook-driven reads keep the room that is left
+        state = await session.get(RateLimitState, RATE_LIMIT_ROW)
+        companies = list(
+            (await session.scalars(select(Company).where(Company.status == "active"))).all()
+        )
+        budget_left = _sweep_budget_left(ctx, state, len(companies), now)
+        queued = 0
+        for data_type_state in await _overdue(session, ctx, now, limit=budget_left):
+            await request_refresh(
+                session,
+                data_type_state.company_id,
+                data_type_state.data_type,
+                connection_id=data_type_state.connection_id,
+                now=now,
+                reason="sweep",
+            )
+            # Stamped now so the next sweep does not ask again before Codat has answered.
+            data_type_state.last_refresh_requested_at = now
+            queued += 1
+        await _spend_sweep_budget(session, state, now, queued)
+        stale_before = now - settings.reconcile_interval
+        for company in companies:
+            if company.last_reconciled_at is None or company.last_reconciled_at < stale_before:
+                await request_reconcile(session, company.id, now)
+    if queued:
+        log.info("sweep queued refreshes", extra={"refreshes": queued, "budget_left": budget_left})
+
+
+def _sweep_budget_left(
+    ctx: Context, state: RateLimitState | None, companies: int, now: datetime
+) -> int:
+    """The day's share, spread evenly: by this hour, at most hours/24 of it is spent."""
+    share = daily_quota(ctx, state, companies) * ctx.settings.sweep_quota_share
+    spent = state.sweep_calls if state and state.sweep_day == now.date().isoformat() else 0
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    interval = ctx.settings.sweep_interval
+    elapsed = min(timedelta(days=1), now - midnight + interval)
+    allowed_by_now = int(share * (elapsed / timedelta(days=1)))
+    return max(0, min(int(share), allowed_by_now) - spent)
+
+
+async def _spend_sweep_budget(
+    session: AsyncSession, state: RateLimitState | None, now: datetime, calls: int
+) -> None:
+    today = now.date().isoformat()
+    if state is None:
+        session.add(
+            RateLimitState(
+                id=RATE_LIMIT_ROW, reason=None, updated_at=now, sweep_day=today, sweep_calls=calls
+            )
+        )
+        return
+    state.sweep_calls = (state.sweep_calls if state.sweep_day == today else 0) + calls
+    state.sweep_day = today
+
+
+async def _overdue(
+    session: AsyncSession, ctx: Context, now: datetime, *, limit: int
+) -> list[DataTypeState]:
+    """Bill Pay types of active companies pulled longer ago than the policy (oldest first),
+    and not already asked for within the policy."""
+    if limit <= 0:
+        return []
+    cutoff = now - ctx.settings.freshness_max_age
+    bill_pay = BILL_PAY_DATA_TYPES[ctx.settings.bill_pay_variant]
+    query = (
+        select(DataTypeState)
+        .join(Company, Company.id == DataTypeState.company_id)
+        .where(
+            Company.status == "active",
+            DataTypeState.data_type.in_(bill_pay),
+            or_(DataTypeState.last_pulled_at.is_(None), DataTypeState.last_pulled_at < cutoff),
+            or_(
+                DataTypeState.last_refresh_requested_at.is_(None),
+                DataTypeState.last_refresh_requested_at < cutoff,
+            ),
+        )
+        .order_by(DataTypeState.last_pulled_at.nulls_first(), DataTypeState.company_id)
+        .limit(limit)
+    )
+    return list((await session.scalars(query)).all())
+
+
+# -- reconcile ------------------------------------------------------------------------------
+
+
+def reconcile_key(company_id: str) -> str:
+    return f"{RECONCILE}:{company_id}"
+
+
+async def request_reconcile(session: AsyncSession, company_id: str, now: datetime) -> None:
+    await enqueue_job(
+        session, kind=RECONCILE, key=reconcile_key(company_id), now=now, company_id=company_id
+    )
+
+
+async def run_reconcile(ctx: Context, job: Job) -> None:
+    """Compare Codat's data status and push operations with what we saw; catch up the rest."""
+    company_id = job.company_id
+    if not company_id:
+        raise ValueError(f"reconcile job {job.key} has no company")
+    reads = await _catch_up_reads(ctx, company_id)
+    writes = await _catch_up_writes(ctx, company_id)
+    now = ctx.clock()
+    async with ctx.sessions.begin() as session:
+        await session.execute(
+            update(Company)
+            .where(Company.id == company_id)
+            .values(last_reconciled_at=now, write_catch_ups=Company.write_catch_ups + writes)
+        )
+    log.info(
+        "reconciled",
+        extra={"company_id": company_id, "read_catch_ups": reads, "write_catch_ups": writes},
+    )
+
+
+async def _catch_up_reads(ctx: Context, company_id: str) -> int:
+    statuses = await ctx.codat.data_status(company_id)
+    now = ctx.clock()
+    caught_up = 0
+    async with ctx.sessions.begin() as session:
+        await ensure_company(session, company_id, now)
+        for data_type, status in statuses.items():
+            if data_type not in PULLABLE_DATA_TYPES or not isinstance(status, dict):
+                continue
+            synced = parse_datetime(status.get("lastSuccessfulSync"))
+            if synced is None:
+                continue
+            state = await session.get(DataTypeState, (company_id, data_type))
+            seen = max(
+                (t for t in (state.last_pulled_at, state.last_read_at) if t) if state else (),
+                default=None,
+            )
+            if seen is not None and synced <= seen:
+                continue
+            if state is None:
+                session.add(
+                    DataTypeState(
+                        company_id=company_id,
+                        data_type=data_type,
+                        record_count=0,
+                        catch_ups=1,
+                        updated_at=now,
+                    )
+                )
+            else:
+                state.catch_ups += 1
+            await enqueue_job(
+                session,
+                kind=PULL,
+                key=pull_key(company_id, data_type),
+                now=now,
+                company_id=company_id,
+                data_type=data_type,
+                connection_id=state.connection_id if state else None,
+            )
+            caught_up += 1
+            MISSED_WEBHOOKS.labels(kind="read.completed").inc()
+            log.warning(
+                "missed webhook caught up",
+                extra={
+                    "kind": "read.completed",
+                    "company_id": company_id,
+                    "data_type": data_type,
+                    "codat_last_sync": synced.isoformat(),
+                    "seen": seen.isoformat() if seen else None,
+                },
+            )
+    return caught_up
+
+
+async def _catch_up_writes(ctx: Context, company_id: str) -> int:
+    now = ctx.clock()
+    async with ctx.sessions() as session:
+        known = dict(
+            (
+                await session.execute(
+                    select(WriteOutcome.push_operation_key, WriteOutcome.status).where(
+                        WriteOutcome.company_id == company_id
+                    )
+                )
+            ).all()
+        )
+        newest = await session.scalar(
+            select(WriteOutcome.requested_at)
+            .where(WriteOutcome.company_id == company_id, WriteOutcome.requested_at.is_not(None))
+            .order_by(WriteOutcome.requested_at.desc())
+            .limit(1)
+        )
+    # Look back from the newest write we know, so one still pending then is seen again.
+    since = (
+        min(newest, now - ctx.settings.reconcile_push_lookback)
+        if newest
+        else (now - ctx.settings.reconcile_push_lookback)
+    )
+    caught_up = 0
+    async for page in ctx.codat.push_operations(company_id, requested_since=since):
+        for operation in page:
+            key = operation.get("pushOperationKey")
+            status = operation.get("status")
+            if not isinstance(key, str) or status not in FINISHED_PUSH:
+                continue
+            if known.get(key) in FINISHED_PUSH:
+                continue
+            await _record_missed_write(ctx, company_id, key, operation)
+            caught_up += 1
+    return caught_up
+
+
+async def _record_missed_write(
+    ctx: Context, company_id: str, key: str, operation: dict[str, Any]
+) -> None:
+    now = ctx.clock()
+    if operation.get("status") != "Success":
+        operation = await ctx.codat.push_operation(company_id, key)  # the full error detail
+    changes = operation.get("changes") or []
+    record_ref = (
+        (changes[0].get("recordRef") or {}) if changes and isinstance(changes[0], dict) else {}
+    )
+    data_type = str(operation.get("dataType") or record_ref.get("dataType") or "unknown")
+    async with ctx.sessions.begin() as session:
+        await record_write(
+            session,
+            {
+                "push_operation_key": key,
+                "company_id": company_id,
+                "connection_id": operation.get("dataConnectionKey"),
+                "data_type": data_type,
+                "write_type": None,
+                "status": operation.get("status"),
+                "record_id": record_ref.get("id"),
+                "attachment_id": None,
+                "requested_at": parse_datetime(operation.get("requestedOnUtc")),
+                "completed_at": parse_datetime(operation.get("completedOnUtc")),
+                "source": "reconcile",
+                # No event: older than any webhook that may still come, so that one wins.
+                "event_at": None,
+                "updated_at": now,
+            },
+        )
+        await record_write_errors(session, key, operation, now)
+        if operation.get("status") == "Success" and data_type in PULLABLE_DATA_TYPES:
+            await request_refresh(
+                session,
+                company_id,
+                data_type,
+                connection_id=operation.get("dataConnectionKey"),
+                now=now,
+                delay=timedelta(seconds=ctx.settings.refresh_debounce_seconds),
+                reason="write",
+            )
+    MISSED_WEBHOOKS.labels(kind="write").inc()
+    log.warning(
+        "missed webhook caught up",
+        extra={
+            "kind": f"{data_type}.write",
+            "company_id": company_id,
+            "push_operation_key": key,
+            "status": operation.get("status"),
+        },
+    )
