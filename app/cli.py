@@ -267,6 +267,95 @@ def check_config() -> None:
     typer.echo("configuration ok")
 
 
+async def _known_companies(session: AsyncSession, company_id: str | None) -> list[str]:
+    from sqlalchemy import select
+
+    from app.models import Company
+
+    if company_id:
+        return [company_id]
+    return list((await session.scalars(select(Company.id).order_by(Company.id))).all())
+
+
+@cli.command()
+def refresh(
+    company_id: Annotated[str | None, typer.Option(help="Default: every known company")] = None,
+    data_type: Annotated[
+        list[str] | None, typer.Option(help="Repeatable; default: every Bill Pay type")
+    ] = None,
+) -> None:
+    """Queue refreshes of data types in Codat (the worker sends them)."""
+    from app.api.queries import queue_refresh
+    from app.codat.datatypes import BILL_PAY_DATA_TYPES
+    from app.processing.context import utcnow
+
+    settings = load_settings()
+    types = data_type or list(BILL_PAY_DATA_TYPES[settings.bill_pay_variant])
+
+    async def work(session: AsyncSession) -> int:
+        companies = await _known_companies(session, company_id)
+        for company in companies:
+            await queue_refresh(session, company, types, utcnow())
+        return len(companies)
+
+    count = _run(_with_session(settings, work))
+    typer.echo(f"queued refreshes of {', '.join(types)} for {count} compan(y/ies)")
+
+
+@cli.command()
+def reconcile(
+    company_id: Annotated[str | None, typer.Option(help="Default: every known company")] = None,
+) -> None:
+    """Queue a reconcile pass: compare Codat's status with what was seen, catch up."""
+    from app.api.queries import queue_reconcile
+    from app.processing.context import utcnow
+
+    settings = load_settings()
+
+    async def work(session: AsyncSession) -> int:
+        companies = await _known_companies(session, company_id)
+        for company in companies:
+            await queue_reconcile(session, company, utcnow())
+        return len(companies)
+
+    typer.echo(f"queued reconcile for {_run(_with_session(settings, work))} compan(y/ies)")
+
+
+@cli.command("register-webhook")
+def register_webhook(
+    public_url: Annotated[str, typer.Argument(help="e.g. https://hooks.example.com")],
+) -> None:
+    """Create Codat's webhook consumer for this service (or show the existing one)."""
+    from app.codat.datatypes import BILL_PAY_EVENT_TYPES
+    from app.processing.context import build_context
+
+    settings = load_settings()
+    url = public_url.rstrip("/") + "/webhooks/codat"
+
+    async def work() -> tuple[bool, dict[str, Any]]:
+        from app.db import create_engine
+
+        engine = create_engine(settings.database_url)
+        client = build_context(settings, engine).codat
+        try:
+            for consumer in await client.webhook_consumers():
+                if consumer.get("url") == url:
+                    return False, consumer
+            created = await client.create_webhook_consumer(url, list(BILL_PAY_EVENT_TYPES))
+            return True, created
+        finally:
+            await client.aclose()
+            await engine.dispose()
+
+    created, consumer = _run(work())
+    typer.echo(("created" if created else "already registered") + f": {consumer.get('id')} {url}")
+    typer.echo(f"events: {', '.join(consumer.get('eventTypes') or [])}")
+    typer.echo(
+        "Codat's API does not expose the signing secret: copy it from the Portal (Monitor >"
+        " Webhooks > Events > this endpoint) into CODAT_WEBHOOK_SECRETS."
+    )
+
+
 def main() -> None:
     cli()
 

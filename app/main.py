@@ -117,6 +117,7 @@ def _app(runtime: Runtime, *, public: bool, internal: bool) -> ServiceApp:
         redoc_url=None,
         openapi_url="/openapi.json" if internal else None,
     )
+    app.state.settings = runtime.settings
     app.state.engine = runtime.engine
     app.state.sessions = runtime.sessions
     app.state.receiver = runtime.receiver

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -235,3 +236,24 @@ def test_send_test_event_reaches_a_running_service(tmp_path: Path) -> None:
     stored = statuses(database)
     assert list(stored.values()) == [EventStatus.PENDING]
     assert uuid.UUID(next(iter(stored)))  # a fresh event id each time
+
+
+def test_register_webhook_creates_the_consumer_once(
+    env: dict[str, str], fake_codat_server: tuple[Any, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import API_KEY
+
+    fake, base_url = fake_codat_server
+    fake.reset()
+    monkeypatch.setenv("CODAT_BASE_URL", base_url)
+    monkeypatch.setenv("CODAT_API_KEY", API_KEY)
+    get_settings.cache_clear()
+    first = runner.invoke(cli, ["register-webhook", "https://hooks.example.com/"])
+    assert first.exit_code == 0, first.output
+    assert "created" in first.output and "copy it from the Portal" in first.output
+    [consumer] = fake.webhook_consumers
+    assert consumer["url"] == "https://hooks.example.com/webhooks/codat"
+    assert "bills.write.unsuccessful" in consumer["eventTypes"]
+    again = runner.invoke(cli, ["register-webhook", "https://hooks.example.com"])
+    assert "already registered" in again.output
+    assert len(fake.webhook_consumers) == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, func, literal, or_, select, update
@@ -180,7 +180,9 @@ async def list_companies(session: AsyncSession, *, limit: int, cursor: str | Non
     )
 
 
-async def get_company(session: AsyncSession, company_id: str) -> CompanyDetail:
+async def get_company(
+    session: AsyncSession, company_id: str, *, now: datetime, max_age: timedelta
+) -> CompanyDetail:
     company = await session.get(Company, company_id)
     if company is None:
         raise ApiError(404, f"no company {company_id}")
@@ -201,6 +203,8 @@ async def get_company(session: AsyncSession, company_id: str) -> CompanyDetail:
     summary = CompanySummary.model_validate(company, from_attributes=True)
     return CompanyDetail(
         **summary.model_dump(),
+        last_reconciled_at=company.last_reconciled_at,
+        write_catch_ups=company.write_catch_ups,
         initial_read_at=company.initial_read_at,
         initial_read_failures=company.initial_read_failures or [],
         data_types=[
@@ -212,6 +216,10 @@ async def get_company(session: AsyncSession, company_id: str) -> CompanyDetail:
                 last_read_issues=state.last_read_issues or [],
                 last_pulled_at=state.last_pulled_at,
                 record_count=state.record_count,
+                last_refresh_requested_at=state.last_refresh_requested_at,
+                refresh_retries=state.refresh_retries,
+                overdue=state.last_pulled_at is None or state.last_pulled_at < now - max_age,
+                catch_ups=state.catch_ups,
             )
             for state in states
         ],
@@ -339,3 +347,32 @@ async def get_rate_limit(session: AsyncSession, now: datetime) -> RateLimitStatu
         quota_remaining=state.quota_remaining,
         updated_at=state.updated_at,
     )
+
+
+async def queue_refresh(
+    session: AsyncSession, company_id: str, data_types: list[str], now: datetime
+) -> list[str]:
+    """Queue refreshes for the worker (which owns the pause and the retries)."""
+    from app.processing.freshness import request_refresh
+
+    company = await session.get(Company, company_id)
+    if company is None:
+        raise ApiError(404, f"no company {company_id}")
+    for data_type in data_types:
+        state = await session.get(DataTypeState, (company_id, data_type))
+        connection_id = (state.connection_id if state else None) or company.connection_id
+        await request_refresh(
+            session, company_id, data_type, connection_id=connection_id, now=now, reason="api"
+        )
+    await session.commit()
+    return data_types
+
+
+async def queue_reconcile(session: AsyncSession, company_id: str, now: datetime) -> list[str]:
+    from app.processing.freshness import request_reconcile
+
+    if await session.get(Company, company_id) is None:
+        raise ApiError(404, f"no company {company_id}")
+    await request_reconcile(session, company_id, now)
+    await session.commit()
+    return ["reconcile"]

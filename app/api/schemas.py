@@ -71,9 +71,15 @@ class DataTypeFreshness(BaseModel):
     last_read_issues: list[dict[str, Any]]
     last_pulled_at: datetime | None
     record_count: int
+    last_refresh_requested_at: datetime | None
+    refresh_retries: int = Field(description="Refreshes asked in a row after failed reads")
+    overdue: bool = Field(description="Last pulled longer ago than FRESHNESS_MAX_AGE")
+    catch_ups: int = Field(description="Reads whose webhook never came, caught up by reconcile")
 
 
 class CompanyDetail(CompanySummary):
+    last_reconciled_at: datetime | None
+    write_catch_ups: int
     initial_read_at: datetime | None
     initial_read_failures: list[dict[str, Any]]
     data_types: list[DataTypeFreshness]
@@ -130,3 +136,14 @@ class RateLimitStatus(BaseModel):
     daily_quota: int | None
     quota_remaining: int | None
     updated_at: datetime | None
+
+
+class RefreshRequest(BaseModel):
+    dataTypes: list[str] | None = Field(
+        default=None, description="Default: every Bill Pay type of the configured variant"
+    )
+
+
+class Queued(BaseModel):
+    company_id: str
+    queued: list[str] = Field(description="What was queued for the worker")

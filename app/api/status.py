@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api import queries
 from app.api.auth import require_token
-from app.api.errors import ErrorBody
+from app.api.errors import ApiError, ErrorBody
 from app.api.paging import DEFAULT_LIMIT, MAX_LIMIT
 from app.api.queries import EventFilter
 from app.api.schemas import (
@@ -19,13 +19,16 @@ from app.api.schemas import (
     CompanyPage,
     EventDetail,
     EventPage,
+    Queued,
     RateLimitStatus,
     RecordPage,
+    RefreshRequest,
     ReplayRequest,
     ReplayResult,
     WriteItem,
     WritePage,
 )
+from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES
 from app.processing.context import utcnow
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -95,9 +98,41 @@ async def list_companies(
 
 
 @router.get("/companies/{company_id}", response_model=CompanyDetail, tags=["companies"])
-async def get_company(db: Session, company_id: str) -> CompanyDetail:
+async def get_company(request: Request, db: Session, company_id: str) -> CompanyDetail:
     """Connection, initial read, freshness of each data type, and write outcomes."""
-    return await queries.get_company(db, company_id)
+    max_age = request.app.state.settings.freshness_max_age
+    return await queries.get_company(db, company_id, now=utcnow(), max_age=max_age)
+
+
+@router.post(
+    "/companies/{company_id}/refresh", response_model=Queued, status_code=202, tags=["companies"]
+)
+async def refresh_company(
+    request: Request,
+    db: Session,
+    company_id: str,
+    body: Annotated[RefreshRequest | None, Body()] = None,
+) -> Queued:
+    """Ask Codat to read these data types again (through the worker)."""
+    settings = request.app.state.settings
+    data_types = (body.dataTypes if body else None) or list(
+        BILL_PAY_DATA_TYPES[settings.bill_pay_variant]
+    )
+    unknown = sorted(set(data_types) - PULLABLE_DATA_TYPES)
+    if unknown:
+        raise ApiError(400, f"unknown data types: {', '.join(unknown)}")
+    queued = await queries.queue_refresh(db, company_id, data_types, utcnow())
+    return Queued(company_id=company_id, queued=queued)
+
+
+@router.post(
+    "/companies/{company_id}/reconcile", response_model=Queued, status_code=202, tags=["companies"]
+)
+async def reconcile_company(db: Session, company_id: str) -> Queued:
+    """Compare Codat's status with what was seen and catch up missed webhooks."""
+    return Queued(
+        company_id=company_id, queued=await queries.queue_reconcile(db, company_id, utcnow())
+    )
 
 
 @router.get(

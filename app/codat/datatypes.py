@@ -60,3 +60,21 @@ def write_data_type(name: str) -> str:
     if name in PULLABLE_DATA_TYPES or name + "s" not in PULLABLE_DATA_TYPES:
         return name
     return name + "s"
+
+
+# What `register-webhook` subscribes to: reads, writes of the types Bill Pay writes, the
+# rate limit, and connection changes (CODAT.md §1).
+BILL_PAY_EVENT_TYPES = (
+    "read.completed.initial",
+    "read.completed",
+    *(
+        f"{data_type}.write.{outcome}"
+        for data_type in ("bills", "billPayments", "suppliers", "bankAccounts", "billCreditNotes")
+        for outcome in ("successful", "unsuccessful")
+    ),
+    "client.rateLimit.reached",
+    "client.rateLimit.reset",
+    "connection.connected",
+    "connection.disconnected",
+    "connection.deleted",
+)
