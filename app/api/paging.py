@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from app.api.errors import ApiError
 
 MAX_LIMIT = 500
+MAX_ID = 2**63 - 1  # ids are BIGINT: anything larger is no id of ours
 DEFAULT_LIMIT = 50
 
 
@@ -33,6 +34,7 @@ def cursor_datetime(value: Any) -> datetime | None:
     if value is None:
         return None
     try:
-        return datetime.fromisoformat(str(value))
+        moment = datetime.fromisoformat(str(value))
     except ValueError:
         raise ApiError(400, "invalid cursor") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

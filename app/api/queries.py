@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, and_, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.errors import ApiError
-from app.api.paging import cursor_datetime, decode_cursor, encode_cursor
+from app.api.paging import MAX_ID, cursor_datetime, decode_cursor, encode_cursor
 from app.api.schemas import (
     CompanyDetail,
     CompanyPage,
@@ -86,7 +86,7 @@ async def list_events(
     query = select(*SUMMARY_COLUMNS).where(*filters.clauses())
     if cursor:
         (last_id,) = decode_cursor(cursor, 1)
-        if not isinstance(last_id, int):
+        if not isinstance(last_id, int) or not 0 < last_id <= MAX_ID:
             raise ApiError(400, "invalid cursor")
         query = query.where(WebhookEvent.id < last_id)
     rows = (await session.execute(query.order_by(WebhookEvent.id.desc()).limit(limit + 1))).all()

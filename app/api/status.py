@@ -6,13 +6,13 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api import queries
 from app.api.auth import require_token
 from app.api.errors import ApiError, ErrorBody
-from app.api.paging import DEFAULT_LIMIT, MAX_LIMIT
+from app.api.paging import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT
 from app.api.queries import EventFilter
 from app.api.schemas import (
     CompanyDetail,
@@ -45,6 +45,7 @@ async def session(request: Request) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(session)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page")]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
+EventId = Annotated[int, Path(ge=1, le=MAX_ID, description="The event's id in this service")]
 
 
 def event_filter(
@@ -69,7 +70,7 @@ async def list_events(
 
 
 @router.get("/events/{event_id}", response_model=EventDetail, tags=["events"])
-async def get_event(db: Session, event_id: int) -> EventDetail:
+async def get_event(db: Session, event_id: EventId) -> EventDetail:
     """One event with its payload, attempts, last error and timeline."""
     return await queries.get_event(db, event_id)
 
@@ -77,7 +78,7 @@ async def get_event(db: Session, event_id: int) -> EventDetail:
 @router.post(
     "/events/{event_id}/replay", response_model=ReplayResult, status_code=202, tags=["events"]
 )
-async def replay_event(db: Session, event_id: int) -> ReplayResult:
+async def replay_event(db: Session, event_id: EventId) -> ReplayResult:
     """Queue one event to be processed again (handlers are idempotent)."""
     await queries.replay_event(db, event_id, utcnow())
     return ReplayResult(queued=1)
