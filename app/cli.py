@@ -86,6 +86,10 @@ async def run_worker(settings: Settings) -> None:
     from app.processing.context import build_context
     from app.processing.worker import Worker
 
+    if settings.worker_metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker_metrics_port, addr=settings.internal_host)
     engine = create_engine(settings.database_url)
     worker = Worker(build_context(settings, engine))
     stop = asyncio.Event()

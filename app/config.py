@@ -64,6 +64,8 @@ class Settings(DatabaseSettings):
     reconcile_push_lookback: timedelta = timedelta(days=7)
 
     embedded_worker: bool = True
+    # A worker on its own serves its Prometheus counters here (on INTERNAL_HOST) when set.
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     worker_concurrency: int = Field(default=16, ge=1)
     worker_max_attempts: int = Field(default=10, ge=1)
     worker_lease_seconds: float = Field(default=60.0, gt=0)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,13 +17,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_engine
 from app.models import EventStatus, Record, WebhookEvent
-from app.webhooks.store import EventWriter, IncomingEvent
+from app.webhooks.route import incoming_event
+from app.webhooks.store import EventWriter
 from tests.conftest import API_KEY, PostgresDatabases, new_database_url, sample
 from tests.support.fake_codat import FakeCodat, make_bill
 from tests.support.signing import TEST_SECRET
@@ -71,29 +75,14 @@ def start_worker(
 
 async def store(engine: AsyncEngine, bodies: list[dict[str, Any]]) -> None:
     """Stored exactly as the receiver stores a verified delivery."""
-    from app.webhooks.envelope import read_facts
-
     writer = EventWriter(engine)
     writer.start()
     try:
         now = datetime.now(UTC)
-        incoming = []
-        for body in bodies:
-            raw = json.dumps(body).encode()
-            facts = read_facts(raw)
-            incoming.append(
-                IncomingEvent(
-                    delivery_id=f"msg_{uuid.uuid4().hex}",
-                    raw_body=raw,
-                    received_at=now,
-                    event_id=facts.event_id,
-                    event_type=facts.event_type,
-                    company_id=facts.company_id,
-                    connection_id=facts.connection_id,
-                    generated_at=facts.generated_at,
-                    unprocessable_reason=facts.unprocessable,
-                )
-            )
+        incoming = [
+            incoming_event(f"msg_{uuid.uuid4().hex}", json.dumps(body).encode(), now)
+            for body in bodies
+        ]
         await asyncio.gather(*(writer.store(event) for event in incoming))
     finally:
         await writer.close()
@@ -151,7 +140,8 @@ async def test_a_worker_killed_mid_pull_loses_nothing_and_duplicates_nothing(
     partial = await scalar(engine, count)
     assert 4 <= partial < 20, "killed in the middle of the pull"
 
-    start_worker(workers, env, log)
+    metrics_port = free_port()
+    start_worker(workers, {**env, "WORKER_METRICS_PORT": str(metrics_port)}, log)
     done = select(func.count()).select_from(Record)
     await wait_for(lambda: _at_least(engine, done, 20), within=60, what="the whole pull")
     await wait_for(lambda: _job_done(engine), within=30, what="the job to be done")
@@ -160,6 +150,22 @@ async def test_a_worker_killed_mid_pull_loses_nothing_and_duplicates_nothing(
         [event] = (await connection.execute(select(WebhookEvent))).all()
     assert sorted(ids) == sorted(r["id"] for r in fake_codat.records(COMPANY, "bills"))
     assert event.status == EventStatus.PROCESSED
+    # A worker on its own serves its counters for Prometheus.
+    async with httpx.AsyncClient() as http:
+        counters = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+    finished = {
+        (sample.labels["kind"], sample.labels["outcome"]): sample.value
+        for family in text_string_to_metric_families(counters)
+        for sample in family.samples
+        if sample.name == "codat_work_processed_total"
+    }
+    assert finished[("pull", "done")] >= 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def _at_least(engine: AsyncEngine, query: Any, n: int) -> bool:

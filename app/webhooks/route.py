@@ -56,18 +56,13 @@ def _rejected(reason: str, status_code: int, message: str) -> Answer:
     return Answer(status_code, {"error": message})
 
 
-async def receive_delivery(receiver: Receiver, body: bytes, headers: Mapping[str, str]) -> Answer:
-    """Verify, then store once. Nothing unsigned is parsed, stored or logged."""
-    try:
-        receiver.verifier.verify(body, headers)
-    except InvalidSignature as exc:
-        log.warning("webhook rejected", extra={"reason": str(exc), "size": len(body)})
-        return _rejected("rejected_signature", 401, "invalid signature")
+def incoming_event(delivery_id: str, body: bytes, received_at: datetime) -> IncomingEvent:
+    """A verified body as the row to store: what it says, or why it cannot be read."""
     facts = read_facts(body)
-    event = IncomingEvent(
-        delivery_id=delivery_id(headers),
+    return IncomingEvent(
+        delivery_id=delivery_id,
         raw_body=body,
-        received_at=datetime.now(UTC),
+        received_at=received_at,
         event_id=facts.event_id,
         event_type=facts.event_type,
         company_id=facts.company_id,
@@ -75,18 +70,29 @@ async def receive_delivery(receiver: Receiver, body: bytes, headers: Mapping[str
         generated_at=facts.generated_at,
         unprocessable_reason=facts.unprocessable,
     )
-    event_type = facts.event_type or ""
+
+
+async def receive_delivery(receiver: Receiver, body: bytes, headers: Mapping[str, str]) -> Answer:
+    """Verify, then store once. Nothing unsigned is parsed, stored or logged."""
+    try:
+        receiver.verifier.verify(body, headers)
+    except InvalidSignature as exc:
+        log.warning("webhook rejected", extra={"reason": str(exc), "size": len(body)})
+        return _rejected("rejected_signature", 401, "invalid signature")
+    event = incoming_event(delivery_id(headers), body, datetime.now(UTC))
+    event_type = event.event_type or ""
     try:
         result = await receiver.writer.store(event)
     except DatabaseUnavailable:
         WEBHOOKS_RECEIVED.labels(event_type=event_type, outcome="unavailable").inc()
         return Answer(503, {"error": "storage unavailable, retry later"})
-    outcome = "unprocessable" if facts.unprocessable and result == "stored" else result.value
+    unprocessable = event.unprocessable_reason is not None
+    outcome = "unprocessable" if unprocessable and result == "stored" else result.value
     WEBHOOKS_RECEIVED.labels(event_type=event_type, outcome=outcome).inc()
-    if facts.unprocessable and result == "stored":
+    if unprocessable and result == "stored":
         log.warning(
             "signed body kept as unprocessable",
-            extra={"delivery_id": event.delivery_id, "reason": facts.unprocessable},
+            extra={"delivery_id": event.delivery_id, "reason": event.unprocessable_reason},
         )
     return Answer(200, {"status": outcome})
 
