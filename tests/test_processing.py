@@ -458,3 +458,36 @@ async def test_processing_an_event_twice_leaves_the_same_state(
     assert {k: v.data for k, v in after.items()} == {k: v.data for k, v in before.items()}
     company = await one(engine, Company, Company.id == COMPANY)
     assert company.initial_read_status == "incomplete"
+
+
+async def test_stopping_a_worker_hands_back_what_it_holds(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    fake_codat_server: tuple[Any, str],
+    fake_codat: FakeCodat,
+    clock: Clock,
+) -> None:
+    """SIGTERM: work in hand gets the grace period, then goes back to the queue, unspent."""
+    import asyncio
+
+    from tests.conftest import make_context
+
+    ctx = make_context(engine, fake_codat_server[1], clock, worker_shutdown_grace_seconds=0.2)
+    seed_company(fake_codat, bills=3)
+    fake_codat.delay_all = 3.0  # the pull is still waiting on Codat when the stop comes
+    await deliver(client, read_event("read.completed", [("bills", "Complete", True)]))
+    stop = asyncio.Event()
+    worker = Worker(ctx)
+    running = asyncio.create_task(worker.run(stop))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if fake_codat.calls_to("/data/bills"):
+            break
+    stop.set()
+    await asyncio.wait_for(running, timeout=10)
+    job = await one(engine, Job, Job.kind == "pull")
+    assert (job.status, job.attempts, job.locked_until) == ("pending", 0, None)
+    fake_codat.delay_all = 0
+    await Worker(ctx).run_until_idle()
+    await assert_local_copy_equals_fake(engine, fake_codat, "bills")
+    await ctx.codat.aclose()
