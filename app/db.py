@@ -14,7 +14,12 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
@@ -31,7 +36,7 @@ def async_url(database_url: str) -> URL:
     return url.set(drivername=ASYNC_DRIVERS[backend])
 
 
-def dialect_insert(bind: AsyncEngine | AsyncSession) -> Callable[..., Any]:
+def dialect_insert(bind: AsyncEngine | AsyncConnection | AsyncSession) -> Callable[..., Any]:
     """INSERT with ON CONFLICT: both databases have it, each under its own dialect."""
     name = bind.get_bind().dialect.name if isinstance(bind, AsyncSession) else bind.dialect.name
     return postgresql.insert if name == "postgresql" else sqlite.insert

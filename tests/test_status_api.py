@@ -145,6 +145,8 @@ async def test_events_are_listed_newest_first_with_every_filter_and_cursor(
         ({"limit": 501}, 422),
         ({"cursor": "not-a-cursor"}, 400),
         ({"received_after": "yesterday"}, 422),
+        # Found by the schemathesis run: dates with no UTC form were a 500.
+        ({"received_before": "0001-01-01T00:00:00+00:27"}, 400),
     ],
 )
 async def test_bad_list_parameters_get_a_clear_error(
@@ -168,6 +170,8 @@ async def test_one_event_shows_payload_attempts_and_timeline(
     assert detail["attempts"] == 1
     assert [step["what"] for step in detail["timeline"]][-1] == "finished: processed"
     assert detail["received_at"].endswith("Z")
+    huge = await client.get(f"/api/v1/events/{2**70}", headers=AUTH)  # was a 500 (fuzz)
+    assert huge.status_code == 422
     missing = await client.get("/api/v1/events/999999", headers=AUTH)
     assert (missing.status_code, missing.json()) == (404, {"error": "no event 999999"})
 

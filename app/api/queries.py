@@ -69,7 +69,11 @@ class EventFilter:
 
 
 def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    """Naive means UTC; a date that has no UTC form (year 1 at +01:00) is refused."""
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise ApiError(400, f"date out of range: {moment.isoformat()}") from None
 
 
 def _page_items(rows: list[T], limit: int) -> tuple[list[T], T | None]:
@@ -251,7 +255,7 @@ async def list_records(
         query = query.where(Record.is_deleted.is_(False))
     if cursor:
         last_modified, last_id = decode_cursor(cursor, 2)
-        after = cursor_datetime(last_modified) or EPOCH
+        after = _utc(cursor_datetime(last_modified) or EPOCH)
         query = query.where(
             or_(modified > after, and_(modified == after, Record.record_id > str(last_id)))
         )
@@ -300,7 +304,7 @@ async def list_writes(
             query = query.where(column == value)
     if cursor:
         last_updated, last_key = decode_cursor(cursor, 2)
-        before = cursor_datetime(last_updated)
+        before = _utc(cursor_datetime(last_updated) or EPOCH)
         query = query.where(
             or_(
                 WriteOutcome.updated_at < before,

@@ -31,6 +31,12 @@ class Context:
     settings: Settings
     clock: Callable[[], datetime] = field(default=utcnow)
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """For the worker's bookkeeping, done on plain connections (cheaper than sessions)."""
+        engine: AsyncEngine = self.sessions.kw["bind"]
+        return engine
+
 
 def build_context(settings: Settings, engine: AsyncEngine) -> Context:
     """The production wiring: the Codat client from settings, sessions on `engine`."""

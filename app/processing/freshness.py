@@ -22,7 +22,7 @@ from app.models import Company, DataTypeState, Job, RateLimitState, WriteOutcome
 from app.processing.context import Context
 from app.processing.pulls import PULL, pull_key
 from app.processing.queue import enqueue_job
-from app.processing.state import RATE_LIMIT_ROW, ensure_company, record_write, record_write_errors
+from app.processing.state import RATE_LIMIT_ROW, ensure_company, record_write, write_errors
 from app.webhooks.envelope import parse_datetime
 
 log = logging.getLogger(__name__)
@@ -375,9 +375,9 @@ async def _record_missed_write(
                 # No event: older than any webhook that may still come, so that one wins.
                 "event_at": None,
                 "updated_at": now,
+                **write_errors(operation),
             },
         )
-        await record_write_errors(session, key, operation, now)
         if operation.get("status") == "Success" and data_type in PULLABLE_DATA_TYPES:
             await request_refresh(
                 session,

@@ -32,7 +32,7 @@ from app.processing.state import (
     record_rate_limit,
     record_read,
     record_write,
-    record_write_errors,
+    write_errors,
 )
 from app.webhooks.envelope import Envelope, parse_datetime
 
@@ -196,31 +196,30 @@ async def handle_write(ctx: Context, delivered: Delivered) -> str:
         raise InvalidEvent("write event without payload.id (the push operation key)")
     company_id = delivered.company_id
     record = payload.get("record")
+    values: dict[str, Any] = {
+        "push_operation_key": key,
+        "company_id": company_id,
+        "connection_id": payload.get("connectionId"),
+        "data_type": data_type,
+        "write_type": payload.get("type"),
+        "status": payload.get("status") or ("Success" if successful else "Failed"),
+        "record_id": record.get("id") if isinstance(record, dict) else None,
+        "attachment_id": payload.get("attachmentId"),
+        "requested_at": parse_datetime(payload.get("requestedOnDate")),
+        "completed_at": parse_datetime(payload.get("completedOnDate")),
+        "source": "webhook",
+        "event_at": delivered.generated_at,
+    }
+    if not successful and company_id:
+        # The webhook carries no reason; the push operation has the error and validation.
+        values |= write_errors(await ctx.codat.push_operation(company_id, key))
     now = ctx.clock()
-    async with ctx.sessions.begin() as session:
+    async with ctx.sessions.begin() as session:  # one transaction, after the call to Codat
         if company_id:
             await ensure_company(session, company_id, now, name=_reference(delivered).get("name"))
-        await record_write(
-            session,
-            {
-                "push_operation_key": key,
-                "company_id": company_id,
-                "connection_id": payload.get("connectionId"),
-                "data_type": data_type,
-                "write_type": payload.get("type"),
-                "status": payload.get("status") or ("Success" if successful else "Failed"),
-                "record_id": record.get("id") if isinstance(record, dict) else None,
-                "attachment_id": payload.get("attachmentId"),
-                "requested_at": parse_datetime(payload.get("requestedOnDate")),
-                "completed_at": parse_datetime(payload.get("completedOnDate")),
-                "source": "webhook",
-                "event_at": delivered.generated_at,
-                "updated_at": now,
-            },
-        )
-    if successful and company_id and payload.get("type") in ("Create", "Update", "Delete"):
-        # Codat does not cache what was written: ask it to read the type again, once a burst.
-        async with ctx.sessions.begin() as session:
+        await record_write(session, {**values, "updated_at": now})
+        if successful and company_id and payload.get("type") in ("Create", "Update", "Delete"):
+            # Codat does not cache what was written: ask it to read the type again, once a burst.
             await request_refresh(
                 session,
                 company_id,
@@ -230,11 +229,6 @@ async def handle_write(ctx: Context, delivered: Delivered) -> str:
                 delay=timedelta(seconds=ctx.settings.refresh_debounce_seconds),
                 reason="write",
             )
-    if not successful and company_id:
-        # The webhook carries no reason; the push operation has the error and validation.
-        operation = await ctx.codat.push_operation(company_id, key)
-        async with ctx.sessions.begin() as session:
-            await record_write_errors(session, key, operation, ctx.clock())
     return EventStatus.PROCESSED
 
 

@@ -13,12 +13,15 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, case, false, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db import dialect_insert
 from app.models import EventStatus, Job, JobStatus, WebhookEvent
 
 Queued = TypeVar("Queued", WebhookEvent, Job)
+# The worker's bookkeeping runs on plain connections (Core: no ORM session per statement);
+# handlers enqueue jobs inside their own sessions.
+Executor = AsyncConnection | AsyncSession
 
 # Both queues spell these two states the same way.
 PENDING = EventStatus.PENDING.value
@@ -28,7 +31,7 @@ WAITING_PREFIX = "waiting: "
 
 
 async def claim_due(
-    session: AsyncSession,
+    conn: AsyncConnection,
     model: type[Queued],
     *,
     worker_id: str,
@@ -58,24 +61,20 @@ async def claim_due(
             locked_until=now + lease,
             attempts=model.attempts + 1,
         )
-        .returning(model)
-        .execution_options(synchronize_session=False)
+        .returning(*model.__table__.columns)
     )
-    rows = list((await session.scalars(claim)).all())
-    await session.commit()
-    return rows
+    return [model(**row._mapping) for row in await conn.execute(claim)]
 
 
 async def renew_leases(
-    session: AsyncSession, model: type[Queued], ids: list[int], worker_id: str, until: datetime
+    conn: AsyncConnection, model: type[Queued], ids: list[int], worker_id: str, until: datetime
 ) -> None:
     if ids:
-        await session.execute(
+        await conn.execute(
             update(model)
             .where(model.id.in_(ids), model.locked_by == worker_id)
             .values(locked_until=until)
         )
-        await session.commit()
 
 
 def backoff_delay(attempts: int, base: float, cap: float) -> float:
@@ -85,7 +84,7 @@ def backoff_delay(attempts: int, base: float, cap: float) -> float:
 
 
 async def reschedule(
-    session: AsyncSession,
+    conn: AsyncConnection,
     item: WebhookEvent | Job,
     worker_id: str,
     *,
@@ -105,14 +104,13 @@ async def reschedule(
         values["last_error"] = error[:4000]
     if not count_attempt:
         values["attempts"] = model.attempts - 1
-    await session.execute(
+    await conn.execute(
         update(model).where(model.id == item.id, model.locked_by == worker_id).values(**values)
     )
-    await session.commit()
 
 
 async def finish_event(
-    session: AsyncSession,
+    conn: AsyncConnection,
     event: WebhookEvent,
     worker_id: str,
     *,
@@ -129,16 +127,15 @@ async def finish_event(
     }
     if error is not None:
         values["last_error"] = error[:4000]
-    await session.execute(
+    await conn.execute(
         update(WebhookEvent)
         .where(WebhookEvent.id == event.id, WebhookEvent.locked_by == worker_id)
         .values(**values)
     )
-    await session.commit()
 
 
 async def finish_job(
-    session: AsyncSession,
+    conn: AsyncConnection,
     job: Job,
     worker_id: str,
     *,
@@ -161,14 +158,13 @@ async def finish_job(
     }
     if error is not None:
         values["last_error"] = error[:4000]
-    await session.execute(
+    await conn.execute(
         update(Job).where(Job.id == job.id, Job.locked_by == worker_id).values(**values)
     )
-    await session.commit()
 
 
 async def enqueue_job(
-    session: AsyncSession,
+    session: Executor,
     *,
     kind: str,
     key: str,
@@ -217,7 +213,7 @@ async def enqueue_job(
     )
 
 
-async def resume_waiting(session: AsyncSession, now: datetime) -> None:
+async def resume_waiting(session: Executor, now: datetime) -> None:
     """The rate limit was reset: what waited for it is due now, not at the pause's end."""
     for model in (WebhookEvent, Job):
         await session.execute(

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, or_, select, true, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.db import dialect_insert
@@ -171,32 +171,26 @@ async def record_read(
 
 async def record_write(session: AsyncSession, values: dict[str, Any]) -> None:
     """One outcome per push operation key; a later event (or catch-up) wins."""
-    columns = [c for c in values if c not in ("push_operation_key", "error_message", "validation")]
     await upsert(
         session,
         WriteOutcome,
         values,
         key=["push_operation_key"],
-        update_columns=columns,
+        update_columns=[column for column in values if column != "push_operation_key"],
         newer=WriteOutcome.event_at,
     )
 
 
-async def record_write_errors(
-    session: AsyncSession, push_operation_key: str, operation: dict[str, Any], now: datetime
-) -> None:
+def write_errors(operation: dict[str, Any]) -> dict[str, Any]:
+    """What a push operation says went wrong, as write outcome columns."""
     validation = operation.get("validation")
     status_code = operation.get("statusCode")
-    await session.execute(
-        update(WriteOutcome)
-        .where(WriteOutcome.push_operation_key == push_operation_key)
-        .values(
-            error_message=operation.get("errorMessage"),
-            validation=validation if isinstance(validation, dict) else None,
-            status_code=status_code if isinstance(status_code, int) else None,
-            updated_at=now,
-        )
-    )
+    message = operation.get("errorMessage")
+    return {
+        "error_message": message if isinstance(message, str) else None,
+        "validation": validation if isinstance(validation, dict) else None,
+        "status_code": status_code if isinstance(status_code, int) else None,
+    }
 
 
 async def record_rate_limit(
@@ -234,7 +228,9 @@ async def record_rate_limit(
     )
 
 
-async def extend_pause(session: AsyncSession, until: datetime, reason: str, now: datetime) -> None:
+async def extend_pause(
+    session: AsyncSession | AsyncConnection, until: datetime, reason: str, now: datetime
+) -> None:
     """A 429 pauses every process until its Retry-After; it only ever lengthens a pause."""
     insert = dialect_insert(session)(RateLimitState).values(
         id=RATE_LIMIT_ROW, paused_until=until, reason=reason, updated_at=now
@@ -249,7 +245,9 @@ async def extend_pause(session: AsyncSession, until: datetime, reason: str, now:
     )
 
 
-async def current_pause(session: AsyncSession) -> tuple[datetime | None, str | None]:
+async def current_pause(
+    session: AsyncSession | AsyncConnection,
+) -> tuple[datetime | None, str | None]:
     row = (
         await session.execute(
             select(RateLimitState.paused_until, RateLimitState.reason).where(

@@ -16,11 +16,11 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.codat.errors import CodatPaused, CodatRequestError
 from app.metrics import WORK_DONE, WORK_SECONDS
@@ -76,6 +76,8 @@ class Worker:
         self._running: dict[asyncio.Task[None], Item] = {}
         self._serial: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
+        self._poll = timedelta(seconds=settings.worker_poll_interval)
+        self._pause_read_at: datetime | None = None
 
     def wake(self) -> None:
         """Something was stored: look for work now rather than at the next poll."""
@@ -151,9 +153,9 @@ class Worker:
                 items = list(self._running.values())
                 events = [i.id for i in items if isinstance(i, WebhookEvent)]
                 jobs = [i.id for i in items if isinstance(i, Job)]
-                async with self.ctx.sessions() as session:
-                    await renew_leases(session, WebhookEvent, events, self.worker_id, until)
-                    await renew_leases(session, Job, jobs, self.worker_id, until)
+                async with self.ctx.engine.begin() as conn:
+                    await renew_leases(conn, WebhookEvent, events, self.worker_id, until)
+                    await renew_leases(conn, Job, jobs, self.worker_id, until)
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("could not renew leases", extra={"error": type(exc).__name__})
 
@@ -165,11 +167,11 @@ class Worker:
             return 0
         now = self.ctx.clock()
         try:
-            async with self.ctx.sessions() as session:
-                await self._sync_pause(session)
+            async with self.ctx.engine.begin() as conn:
+                await self._sync_pause(conn, now)
                 items: list[Item] = []
                 items += await claim_due(
-                    session,
+                    conn,
                     WebhookEvent,
                     worker_id=self.worker_id,
                     limit=free,
@@ -178,7 +180,7 @@ class Worker:
                 )
                 if len(items) < free:
                     items += await claim_due(
-                        session,
+                        conn,
                         Job,
                         worker_id=self.worker_id,
                         limit=free - len(items),
@@ -194,8 +196,12 @@ class Worker:
             task.add_done_callback(self._running.pop)
         return len(items)
 
-    async def _sync_pause(self, session: AsyncSession) -> None:
-        until, reason = await current_pause(session)
+    async def _sync_pause(self, conn: AsyncConnection, now: datetime) -> None:
+        """Read the shared pause at most once a poll interval, not once per claim."""
+        if self._pause_read_at and now - self._pause_read_at < self._poll:
+            return
+        self._pause_read_at = now
+        until, reason = await current_pause(conn)
         gate = self.ctx.codat.gate
         if until is None and gate.paused and gate.reason == "429":
             return  # a 429 seen here a moment ago is newer than what the table says
@@ -246,8 +252,8 @@ class Worker:
         """Write the item's new state; if the database is away, the lease will run out
         and the item comes back: at least once, and handlers are idempotent."""
         try:
-            async with self.ctx.sessions() as session:
-                await operation(session, item, self.worker_id, **kwargs)
+            async with self.ctx.engine.begin() as conn:
+                await operation(conn, item, self.worker_id, **kwargs)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("could not settle work item", extra={"error": type(exc).__name__})
 
@@ -258,8 +264,8 @@ class Worker:
     async def _settle_paused(self, item: Item, paused: CodatPaused) -> None:
         if paused.reason == "429":
             try:
-                async with self.ctx.sessions.begin() as session:
-                    await extend_pause(session, paused.until, "429", self.ctx.clock())
+                async with self.ctx.engine.begin() as conn:
+                    await extend_pause(conn, paused.until, "429", self.ctx.clock())
             except (SQLAlchemyError, OSError):
                 pass  # the in-process gate still holds the pause
         await self._settle(
