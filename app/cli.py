@@ -26,6 +26,16 @@ T = TypeVar("T")
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
+def run_fast(coroutine: Coroutine[Any, Any, None]) -> None:
+    """The long-running processes get uvloop, as `uvicorn.run` would give them."""
+    try:
+        import uvloop
+    except ImportError:  # not on every platform
+        asyncio.run(coroutine)
+    else:
+        uvloop.run(coroutine)
+
+
 def load_settings() -> Settings:
     """Settings, or a one-line error naming the variable, and exit code 2."""
     try:
@@ -47,9 +57,7 @@ def serve(
     """Serve the webhook route and health checks, the status API, and the embedded worker."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(
-        run_servers(settings, host or settings.host, settings.port if port is None else port)
-    )
+    run_fast(run_servers(settings, host or settings.host, settings.port if port is None else port))
 
 
 async def run_servers(settings: Settings, host: str, port: int) -> None:
@@ -78,7 +86,7 @@ def worker() -> None:
     """Process stored events on their own (several may share one PostgreSQL)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(run_worker(settings))
+    run_fast(run_worker(settings))
 
 
 async def run_worker(settings: Settings) -> None:
