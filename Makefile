@@ -5,7 +5,7 @@ PYTHON ?= python3
 DEV_SECRET := whsec_Y29kYXQtd2ViaG9va3MtZGV2LW9ubHkh
 DEV_TOKEN := dev-status-token
 
-.PHONY: install run test lint typecheck unit reliability bench-receive postgres clean
+.PHONY: install run test lint typecheck reliability bench-receive bench-process bench-status-api bench-cost postgres clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,13 +36,26 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy app migrations tests
+	$(BIN)/mypy app migrations tests bench
 
 test: install postgres lint typecheck
 	$(BIN)/pytest
 
 reliability: install postgres
 	RELIABILITY_FULL=1 $(BIN)/pytest -m reliability
+
+# Benchmarks (bench/README.md): run one at a time, on a quiet machine.
+bench-receive: install postgres
+	$(BIN)/python -m bench.receive
+
+bench-process: install postgres
+	$(BIN)/python -m bench.process
+
+bench-status-api: install postgres
+	$(BIN)/python -m bench.status_api
+
+bench-cost: install
+	$(BIN)/python -m bench.cost
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmarks; `python -m bench.receive` compares the webhook route with a minimal receiver."""
