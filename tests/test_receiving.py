@@ -306,3 +306,27 @@ async def test_an_unreachable_database_gets_503_so_codat_retries(unreachable_url
         assert "retry" in response.json()["error"]
         ready = await client.get("/readyz")
         assert ready.status_code == 503
+
+
+@pytest.mark.parametrize("prefix", ["webhook", "svix"])
+async def test_a_repeated_id_header_cannot_store_one_signed_delivery_twice(
+    client: httpx.AsyncClient, engine: AsyncEngine, prefix: str
+) -> None:
+    """svix checks the last of repeated headers; the id must be the one it checked."""
+    body = json.dumps(sample("read.completed")).encode()
+    headers = sign(body, prefix=prefix, msg_id="msg_genuine")
+    assert (await client.post(URL, content=body, headers=headers)).status_code == 200
+    forged = [(f"{prefix}-id", "msg_forged"), *headers.items()]
+    replay = await client.post(URL, content=body, headers=forged)
+    assert replay.status_code == 401
+    assert [e.delivery_id for e in await stored_events(engine)] == ["msg_genuine"]
+
+
+async def test_a_delivery_id_that_could_never_be_stored_gets_a_clear_400(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    body = json.dumps(sample("read.completed")).encode()
+    response = await post_signed(client, body, msg_id="msg_" + "x" * 300)
+    assert response.status_code == 400
+    assert "delivery id" in response.json()["error"]
+    assert await count_rows(engine) == 0

@@ -262,6 +262,8 @@ class CodatClient:
         json_body: Any,
     ) -> httpx.Response:
         async with self._total:
+            # A 429 may have paused calls while this one waited for a slot.
+            self.gate.check()
             if company_id is None:
                 return await self._http.request(method, url, params=params, json=json_body)
             async with self._per_company[company_id]:

@@ -21,6 +21,13 @@ from app.webhooks.store import DatabaseUnavailable, EventWriter, IncomingEvent
 
 log = logging.getLogger(__name__)
 
+SIGNATURE_HEADERS = tuple(
+    f"{prefix}-{part}"
+    for prefix in ("svix", "webhook")
+    for part in ("id", "timestamp", "signature")
+)
+MAX_DELIVERY_ID = 255  # the delivery_id column
+
 
 @dataclass(frozen=True, slots=True)
 class Receiver:
@@ -79,7 +86,11 @@ async def receive_delivery(receiver: Receiver, body: bytes, headers: Mapping[str
     except InvalidSignature as exc:
         log.warning("webhook rejected", extra={"reason": str(exc), "size": len(body)})
         return _rejected("rejected_signature", 401, "invalid signature")
-    event = incoming_event(delivery_id(headers), body, datetime.now(UTC))
+    delivery = delivery_id(headers)
+    if len(delivery) > MAX_DELIVERY_ID:
+        # Codat's ids are short (`msg_...`); a longer one could never be stored.
+        return _rejected("rejected_delivery_id", 400, "delivery id longer than 255 characters")
+    event = incoming_event(delivery, body, datetime.now(UTC))
     event_type = event.event_type or ""
     try:
         result = await receiver.writer.store(event)
@@ -107,5 +118,10 @@ async def codat_webhook_endpoint(request: Request) -> Response:
         WEBHOOKS_RECEIVED.labels(event_type="", outcome="rejected_size").inc()
         log.warning("webhook rejected", extra={"reason": "body over the size limit"})
         return JSONResponse({"error": "body too large"}, status_code=413)
-    answer = await receive_delivery(receiver, body, request.headers)
+    if any(len(request.headers.getlist(name)) > 1 for name in SIGNATURE_HEADERS):
+        # svix verifies the last of repeated headers; refusing them all leaves no room for a
+        # delivery stored under an id its signature does not cover.
+        answer = _rejected("rejected_signature", 401, "invalid signature")
+    else:
+        answer = await receive_delivery(receiver, body, request.headers)
     return JSONResponse(answer.body, status_code=answer.status_code)

@@ -143,7 +143,9 @@ class EventWriter:
             results = await self._insert_rows([event for event, _ in batch])
         except (SQLAlchemyError, OSError) as exc:
             if len(batch) == 1 or _is_outage(exc):
-                log.warning("event store failed", extra={"batch": len(batch), "error": str(exc)})
+                log.warning(
+                    "event store failed", extra={"batch": len(batch), "error": _reason(exc)}
+                )
                 for _, future in batch:
                     _settle(future, exc=DatabaseUnavailable(type(exc).__name__))
                 return
@@ -170,6 +172,13 @@ class EventWriter:
             inserted.discard(event.delivery_id)
             results.append(StoreResult.STORED if new else StoreResult.DUPLICATE)
         return results
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's message only: SQLAlchemy's own text carries the SQL and the raw bodies."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return f"{type(exc.orig).__name__}: {str(exc.orig)[:200]}"
+    return type(exc).__name__
 
 
 def _settle(
