@@ -163,6 +163,7 @@ class Company(Base):
     initial_read_failures: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     initial_read_at: Mapped[datetime | None]
     last_reconciled_at: Mapped[datetime | None]
+    last_push_reconciled_at: Mapped[datetime | None]
     # Write outcomes whose webhook never came, found by reconcile.
     write_catch_ups: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime]

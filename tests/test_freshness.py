@@ -151,6 +151,8 @@ async def test_reconcile_catches_up_a_missed_read_completed(
         await request_reconcile(session, COMPANY, clock.now)
     await Worker(ctx).run_until_idle()
     assert (await one(engine, DataTypeState, DataTypeState.data_type == "bills")).catch_ups == 1
+    push_lists = [c for c in fake_codat.calls if c.path == f"/companies/{COMPANY}/push"]
+    assert len(push_lists) == 1, "push operations are listed once a RECONCILE_PUSH_INTERVAL"
 
 
 async def test_reconcile_finds_a_missed_failed_write_and_its_errors(
@@ -279,7 +281,8 @@ async def test_two_workers_run_one_sweep(
         await ctx.codat.aclose()
     assert len(queue_calls(fake_codat)) == len(overdue)
     state = await one(engine, RateLimitState)
-    assert state.sweep_calls == len(overdue)
+    # Its budget: a data-status read per company and a refresh per type.
+    assert state.sweep_calls == len(overdue) + 3
 
 
 async def test_no_refresh_while_the_rate_limit_is_reached_and_it_goes_after_reset(
@@ -336,3 +339,26 @@ async def test_refresh_and_reconcile_on_demand_through_the_api(
         assert bills["catch_ups"] == 1 and bills["last_pulled_at"] is not None
         assert bills["overdue"] is False
         assert detail["last_reconciled_at"] is not None
+
+
+async def test_the_sweep_catches_up_a_lost_read_instead_of_hiding_it_with_a_refresh(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    ctx: Context,
+    fake_codat: FakeCodat,
+    clock: Clock,
+) -> None:
+    seed_company(fake_codat, bills=2)
+    await deliver(client, read_event("read.completed.initial", [("bills", "Complete", True)]))
+    await Worker(ctx).run_until_idle()
+    clock.advance(25 * 3600)  # a day later: bills are overdue here...
+    fake_codat.put_record(COMPANY, "bills", make_bill("bill-lost"))
+    fake_codat.complete_sync(COMPANY, "bills")  # ...Codat read them; the webhook was lost
+    async with ctx.sessions.begin() as session:
+        await enqueue_job(session, kind=SWEEP, key=SWEEP_KEY, now=clock.now)
+    await Worker(ctx).run_until_idle()
+    await assert_local_copy_equals_fake(engine, fake_codat, "bills")
+    state = await one(engine, DataTypeState, DataTypeState.data_type == "bills")
+    assert state.catch_ups == 1, "counted as a missed webhook"
+    refreshed = {c.path.rsplit("/", 1)[1] for c in queue_calls(fake_codat)}
+    assert "bills" not in refreshed, "Codat had just read bills: a pull, not a refresh"

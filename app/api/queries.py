@@ -36,6 +36,7 @@ from app.models import (
     WebhookEvent,
     WriteOutcome,
 )
+from app.processing.freshness import is_overdue
 from app.processing.state import RATE_LIMIT_ROW
 
 T = TypeVar("T")
@@ -222,7 +223,7 @@ async def get_company(
                 record_count=state.record_count,
                 last_refresh_requested_at=state.last_refresh_requested_at,
                 refresh_retries=state.refresh_retries,
-                overdue=state.last_pulled_at is None or state.last_pulled_at < now - max_age,
+                overdue=is_overdue(state, now, max_age),
                 catch_ups=state.catch_ups,
             )
             for state in states

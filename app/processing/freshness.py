@@ -9,10 +9,11 @@ with what we saw, counting every catch-up as a missed webhook.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, func, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES
@@ -26,6 +27,7 @@ from app.processing.state import RATE_LIMIT_ROW, ensure_company, record_write, w
 from app.webhooks.envelope import parse_datetime
 
 log = logging.getLogger(__name__)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 REFRESH, SWEEP, RECONCILE = "refresh", "sweep", "reconcile"
 SWEEP_KEY = "sweep"
@@ -127,8 +129,13 @@ def daily_quota(ctx: Context, state: RateLimitState | None, companies: int) -> i
 
 
 async def run_sweep(ctx: Context, job: Job) -> None:
-    """Refresh overdue Bill Pay data types within the sweep's share of today's quota, and
-    queue reconcile for companies not reconciled within RECONCILE_INTERVAL. Re-arms itself."""
+    """Each interval: reconcile the companies due for it (a share of them, so reconciles do
+    not come in waves), and, within the sweep's share of today's quota, send companies with
+    overdue Bill Pay types to reconcile with those types to refresh. Re-arms itself.
+
+    Overdue data goes through reconcile rather than straight to a refresh: if Codat has
+    read the type since (and its webhook was lost), a pull is what is needed, and a
+    refresh first would make that loss invisible."""
     settings = ctx.settings
     now = ctx.clock()
     async with ctx.sessions.begin() as session:
@@ -139,30 +146,43 @@ async def run_sweep(ctx: Context, job: Job) -> None:
         if ctx.codat.gate.paused:
             return  # webhook-driven reads keep the room that is left
         state = await session.get(RateLimitState, RATE_LIMIT_ROW)
-        companies = list(
-            (await session.scalars(select(Company).where(Company.status == "active"))).all()
-        )
-        budget_left = _sweep_budget_left(ctx, state, len(companies), now)
-        queued = 0
+        active = Company.status == "active"
+        companies = int(await session.scalar(select(func.count()).where(active)) or 0)
+        for company_id in await _due_for_reconcile(session, ctx, now, companies):
+            await request_reconcile(session, company_id, now)
+
+        budget_left = _sweep_budget_left(ctx, state, companies, now)
+        overdue: dict[str, list[str]] = {}
         for data_type_state in await _overdue(session, ctx, now, limit=budget_left):
-            await request_refresh(
-                session,
-                data_type_state.company_id,
-                data_type_state.data_type,
-                connection_id=data_type_state.connection_id,
-                now=now,
-                reason="sweep",
-            )
+            overdue.setdefault(data_type_state.company_id, []).append(data_type_state.data_type)
             # Stamped now so the next sweep does not ask again before Codat has answered.
             data_type_state.last_refresh_requested_at = now
-            queued += 1
-        await _spend_sweep_budget(session, state, now, queued)
-        stale_before = now - settings.reconcile_interval
-        for company in companies:
-            if company.last_reconciled_at is None or company.last_reconciled_at < stale_before:
-                await request_reconcile(session, company.id, now)
-    if queued:
-        log.info("sweep queued refreshes", extra={"refreshes": queued, "budget_left": budget_left})
+        for company_id, data_types in overdue.items():
+            await request_reconcile(session, company_id, now, refresh=data_types)
+        # At most a data-status read per company and a refresh per type.
+        spent = len(overdue) + sum(len(types) for types in overdue.values())
+        await _spend_sweep_budget(session, state, now, spent)
+    if overdue:
+        log.info("sweep found overdue data", extra={"companies": len(overdue), "calls": spent})
+
+
+async def _due_for_reconcile(
+    session: AsyncSession, ctx: Context, now: datetime, companies: int
+) -> list[str]:
+    """The companies reconciled longest ago, past RECONCILE_INTERVAL: a sweep's share."""
+    settings = ctx.settings
+    share = math.ceil(companies * (settings.sweep_interval / settings.reconcile_interval))
+    stale_before = now - settings.reconcile_interval
+    query = (
+        select(Company.id)
+        .where(
+            Company.status == "active",
+            or_(Company.last_reconciled_at.is_(None), Company.last_reconciled_at < stale_before),
+        )
+        .order_by(Company.last_reconciled_at.nulls_first(), Company.id)
+        .limit(max(1, share))
+    )
+    return list((await session.scalars(query)).all())
 
 
 def _sweep_budget_left(
@@ -193,11 +213,20 @@ async def _spend_sweep_budget(
     state.sweep_day = today
 
 
+def is_overdue(state: DataTypeState, now: datetime, max_age: timedelta) -> bool:
+    """Neither pulled nor read complete (nothing to pull) within the policy."""
+    cutoff = now - max_age
+    fresh = [state.last_pulled_at]
+    if state.last_read_status == "Complete":
+        fresh.append(state.last_read_at)
+    return not any(moment is not None and moment >= cutoff for moment in fresh)
+
+
 async def _overdue(
     session: AsyncSession, ctx: Context, now: datetime, *, limit: int
 ) -> list[DataTypeState]:
-    """Bill Pay types of active companies pulled longer ago than the policy (oldest first),
-    and not already asked for within the policy."""
+    """Bill Pay types of active companies neither pulled nor read complete within the
+    policy (oldest first), and not already asked for within it."""
     if limit <= 0:
         return []
     cutoff = now - ctx.settings.freshness_max_age
@@ -209,6 +238,13 @@ async def _overdue(
             Company.status == "active",
             DataTypeState.data_type.in_(bill_pay),
             or_(DataTypeState.last_pulled_at.is_(None), DataTypeState.last_pulled_at < cutoff),
+            # A complete read with nothing modified leaves the copy as fresh as a pull would.
+            not_(
+                and_(
+                    func.coalesce(DataTypeState.last_read_status, "") == "Complete",
+                    func.coalesce(DataTypeState.last_read_at, EPOCH) >= cutoff,
+                )
+            ),
             or_(
                 DataTypeState.last_refresh_requested_at.is_(None),
                 DataTypeState.last_refresh_requested_at < cutoff,
@@ -227,9 +263,17 @@ def reconcile_key(company_id: str) -> str:
     return f"{RECONCILE}:{company_id}"
 
 
-async def request_reconcile(session: AsyncSession, company_id: str, now: datetime) -> None:
+async def request_reconcile(
+    session: AsyncSession, company_id: str, now: datetime, *, refresh: list[str] | None = None
+) -> None:
+    """`refresh`: types to refresh afterwards unless Codat turns out to have read them."""
     await enqueue_job(
-        session, kind=RECONCILE, key=reconcile_key(company_id), now=now, company_id=company_id
+        session,
+        kind=RECONCILE,
+        key=reconcile_key(company_id),
+        now=now,
+        company_id=company_id,
+        params={"refresh": refresh} if refresh else None,
     )
 
 
@@ -238,23 +282,57 @@ async def run_reconcile(ctx: Context, job: Job) -> None:
     company_id = job.company_id
     if not company_id:
         raise ValueError(f"reconcile job {job.key} has no company")
-    reads = await _catch_up_reads(ctx, company_id)
-    writes = await _catch_up_writes(ctx, company_id)
+    statuses = await ctx.codat.data_status(company_id)
+    reads = await _catch_up_reads(ctx, company_id, statuses)
+    await _refresh_unread(ctx, company_id, statuses, (job.params or {}).get("refresh") or [])
+    async with ctx.sessions() as session:
+        company = await session.get(Company, company_id)
+        pushes_seen = company.last_push_reconciled_at if company else None
     now = ctx.clock()
+    values: dict[str, Any] = {"last_reconciled_at": now}
+    writes = 0
+    if pushes_seen is None or pushes_seen < now - ctx.settings.reconcile_push_interval:
+        writes = await _catch_up_writes(ctx, company_id)
+        values |= {
+            "last_push_reconciled_at": now,
+            "write_catch_ups": Company.write_catch_ups + writes,
+        }
     async with ctx.sessions.begin() as session:
-        await session.execute(
-            update(Company)
-            .where(Company.id == company_id)
-            .values(last_reconciled_at=now, write_catch_ups=Company.write_catch_ups + writes)
-        )
+        await session.execute(update(Company).where(Company.id == company_id).values(**values))
     log.info(
         "reconciled",
         extra={"company_id": company_id, "read_catch_ups": reads, "write_catch_ups": writes},
     )
 
 
-async def _catch_up_reads(ctx: Context, company_id: str) -> int:
-    statuses = await ctx.codat.data_status(company_id)
+async def _refresh_unread(
+    ctx: Context, company_id: str, statuses: dict[str, Any], data_types: list[str]
+) -> None:
+    """Refresh the overdue types Codat itself has not read within the policy."""
+    now = ctx.clock()
+    cutoff = now - ctx.settings.freshness_max_age
+    async with ctx.sessions.begin() as session:
+        for data_type in data_types:
+            status = statuses.get(data_type)
+            synced = (
+                parse_datetime(status.get("lastSuccessfulSync"))
+                if isinstance(status, dict)
+                else None
+            )
+            if synced is not None and synced >= cutoff:
+                continue  # Codat has it; _catch_up_reads pulled it if we had not
+            state = await session.get(DataTypeState, (company_id, data_type))
+            await request_refresh(
+                session,
+                company_id,
+                data_type,
+                connection_id=state.connection_id if state else None,
+                now=now,
+                reason="sweep",
+            )
+
+
+async def _catch_up_reads(ctx: Context, company_id: str, statuses: dict[str, Any]) -> int:
     now = ctx.clock()
     caught_up = 0
     async with ctx.sessions.begin() as session:
