@@ -62,8 +62,9 @@ class Settings(DatabaseSettings):
     codat_daily_quota: int | None = Field(default=None, ge=1)
     reconcile_interval: timedelta = timedelta(hours=6)
     reconcile_push_lookback: timedelta = timedelta(days=7)
-    # Listing push operations costs a call per company: done less often than dataStatus.
-    reconcile_push_interval: timedelta = timedelta(hours=24)
+    # Listing push operations costs a call per company: every reconcile for companies that
+    # write, at least this often for the others (no longer than the lookback).
+    reconcile_push_interval: timedelta = timedelta(days=7)
 
     embedded_worker: bool = True
     # A worker on its own serves its Prometheus counters here (on INTERNAL_HOST) when set.

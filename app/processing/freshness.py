@@ -285,13 +285,10 @@ async def run_reconcile(ctx: Context, job: Job) -> None:
     statuses = await ctx.codat.data_status(company_id)
     reads = await _catch_up_reads(ctx, company_id, statuses)
     await _refresh_unread(ctx, company_id, statuses, (job.params or {}).get("refresh") or [])
-    async with ctx.sessions() as session:
-        company = await session.get(Company, company_id)
-        pushes_seen = company.last_push_reconciled_at if company else None
     now = ctx.clock()
     values: dict[str, Any] = {"last_reconciled_at": now}
     writes = 0
-    if pushes_seen is None or pushes_seen < now - ctx.settings.reconcile_push_interval:
+    if reads or await _push_list_due(ctx, company_id, now):
         writes = await _catch_up_writes(ctx, company_id)
         values |= {
             "last_push_reconciled_at": now,
@@ -303,6 +300,29 @@ async def run_reconcile(ctx: Context, job: Job) -> None:
         "reconciled",
         extra={"company_id": company_id, "read_catch_ups": reads, "write_catch_ups": writes},
     )
+
+
+async def _push_list_due(ctx: Context, company_id: str, now: datetime) -> bool:
+    """Listing push operations costs a call: do it where outcomes may be missing.
+
+    That is a company with writes in the lookback window, or one not listed within
+    RECONCILE_PUSH_INTERVAL; the caller adds a company whose reads were just caught up
+    (its deliveries are being lost)."""
+    settings = ctx.settings
+    async with ctx.sessions() as session:
+        company = await session.get(Company, company_id)
+        listed = company.last_push_reconciled_at if company else None
+        if listed is None or listed < now - settings.reconcile_push_interval:
+            return True
+        recent = await session.scalar(
+            select(WriteOutcome.push_operation_key)
+            .where(
+                WriteOutcome.company_id == company_id,
+                WriteOutcome.updated_at >= now - settings.reconcile_push_lookback,
+            )
+            .limit(1)
+        )
+    return recent is not None
 
 
 async def _refresh_unread(
