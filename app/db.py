@@ -36,6 +36,10 @@ def async_url(database_url: str) -> URL:
     return url.set(drivername=ASYNC_DRIVERS[backend])
 
 
+# What runs a statement: a plain connection (cheaper, for hot paths) or an ORM session.
+Executor = AsyncConnection | AsyncSession
+
+
 def dialect_insert(bind: AsyncEngine | AsyncConnection | AsyncSession) -> Callable[..., Any]:
     """INSERT with ON CONFLICT: both databases have it, each under its own dialect."""
     name = bind.get_bind().dialect.name if isinstance(bind, AsyncSession) else bind.dialect.name

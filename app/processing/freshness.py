@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES
 from app.codat.errors import CodatNotReady
+from app.db import Executor
 from app.metrics import MISSED_WEBHOOKS, REFRESHES
 from app.models import Company, DataTypeState, Job, RateLimitState, WriteOutcome
 from app.processing.context import Context
@@ -41,7 +42,7 @@ def refresh_key(company_id: str, data_type: str) -> str:
 
 
 async def request_refresh(
-    session: AsyncSession,
+    session: Executor,
     company_id: str,
     data_type: str,
     *,

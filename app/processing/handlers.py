@@ -214,7 +214,8 @@ async def handle_write(ctx: Context, delivered: Delivered) -> str:
         # The webhook carries no reason; the push operation has the error and validation.
         values |= write_errors(await ctx.codat.push_operation(company_id, key))
     now = ctx.clock()
-    async with ctx.sessions.begin() as session:  # one transaction, after the call to Codat
+    # One transaction, after the call to Codat, on a plain connection: the hot path.
+    async with ctx.engine.begin() as session:
         if company_id:
             await ensure_company(session, company_id, now, name=_reference(delivered).get("name"))
         await record_write(session, {**values, "updated_at": now})

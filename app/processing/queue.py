@@ -13,15 +13,12 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, case, false, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.db import dialect_insert
+from app.db import Executor, dialect_insert
 from app.models import EventStatus, Job, JobStatus, WebhookEvent
 
 Queued = TypeVar("Queued", WebhookEvent, Job)
-# The worker's bookkeeping runs on plain connections (Core: no ORM session per statement);
-# handlers enqueue jobs inside their own sessions.
-Executor = AsyncConnection | AsyncSession
 
 # Both queues spell these two states the same way.
 PENDING = EventStatus.PENDING.value

@@ -14,7 +14,7 @@ from sqlalchemy import ColumnElement, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.db import dialect_insert
+from app.db import Executor, dialect_insert
 from app.models import Base, Company, DataTypeState, RateLimitState, Record, WriteOutcome
 
 RATE_LIMIT_ROW = 1
@@ -30,7 +30,7 @@ def _not_older(
 
 
 async def upsert(
-    session: AsyncSession,
+    session: Executor,
     model: type[Base],
     values: dict[str, Any],
     *,
@@ -53,7 +53,7 @@ async def upsert(
 
 
 async def ensure_company(
-    session: AsyncSession,
+    session: Executor,
     company_id: str,
     now: datetime,
     *,
@@ -169,7 +169,7 @@ async def record_read(
     )
 
 
-async def record_write(session: AsyncSession, values: dict[str, Any]) -> None:
+async def record_write(session: Executor, values: dict[str, Any]) -> None:
     """One outcome per push operation key; a later event (or catch-up) wins."""
     await upsert(
         session,
