@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -198,21 +199,35 @@ def _missing(name: str) -> dict[str, str]:
     return headers
 
 
-UNSIGNED_CASES = {
-    "no signature headers": (b"{}", {"content-type": "application/json"}),
-    "missing webhook-id": (b"{}", _missing("webhook-id")),
-    "missing timestamp": (b"{}", _missing("webhook-timestamp")),
-    "missing signature": (b"{}", _missing("webhook-signature")),
-    "signature of another body": (b"{}", _tampered(b"{}")),
-    "signature without comma": (b"{}", _bad_header("webhook-signature", "v1")),
-    "signature with two commas": (b"{}", _bad_header("webhook-signature", "v1,a,b")),
-    "signature not base64": (b"{}", _bad_header("webhook-signature", "v1,!!!not-base64!!!")),
-    "unknown signature version": (b"{}", _bad_header("webhook-signature", "v2,abcd")),
-    "empty signature": (b"{}", _bad_header("webhook-signature", "")),
-    "non-numeric timestamp": (b"{}", _bad_header("webhook-timestamp", "yesterday")),
-    "wrong secret": (b"{}", sign(b"{}", secret=WRONG_SECRET)),
-    "stale timestamp": (b"{}", sign(b"{}", timestamp=datetime.now(UTC) - timedelta(minutes=6))),
-    "future timestamp": (b"{}", sign(b"{}", timestamp=datetime.now(UTC) + timedelta(minutes=6))),
+def _minutes_from_now(minutes: int) -> datetime:
+    return datetime.now(UTC) + timedelta(minutes=minutes)
+
+
+# Built when each test runs: a timestamp made at collection would age into the window.
+UNSIGNED_CASES: dict[str, Callable[[], tuple[bytes, dict[str, str]]]] = {
+    "no signature headers": lambda: (b"{}", {"content-type": "application/json"}),
+    "missing webhook-id": lambda: (b"{}", _missing("webhook-id")),
+    "missing timestamp": lambda: (b"{}", _missing("webhook-timestamp")),
+    "missing signature": lambda: (b"{}", _missing("webhook-signature")),
+    "signature of another body": lambda: (b"{}", _tampered(b"{}")),
+    "signature without comma": lambda: (b"{}", _bad_header("webhook-signature", "v1")),
+    "signature with two commas": lambda: (b"{}", _bad_header("webhook-signature", "v1,a,b")),
+    "signature not base64": lambda: (
+        b"{}",
+        _bad_header("webhook-signature", "v1,!!!not-base64!!!"),
+    ),
+    "unknown signature version": lambda: (b"{}", _bad_header("webhook-signature", "v2,abcd")),
+    "empty signature": lambda: (b"{}", _bad_header("webhook-signature", "")),
+    "non-numeric timestamp": lambda: (b"{}", _bad_header("webhook-timestamp", "yesterday")),
+    "wrong secret": lambda: (b"{}", sign(b"{}", secret=WRONG_SECRET)),
+    "stale timestamp": lambda: (
+        b"{}",
+        sign(b"{}", timestamp=datetime.now(UTC) - timedelta(minutes=6)),
+    ),
+    "future timestamp": lambda: (
+        b"{}",
+        sign(b"{}", timestamp=datetime.now(UTC) + timedelta(minutes=6)),
+    ),
 }
 
 
@@ -220,7 +235,7 @@ UNSIGNED_CASES = {
 async def test_unverifiable_deliveries_get_401_and_store_nothing(
     client: httpx.AsyncClient, engine: AsyncEngine, case: str
 ) -> None:
-    body, headers = UNSIGNED_CASES[case]
+    body, headers = UNSIGNED_CASES[case]()
     response = await client.post(URL, content=body, headers=headers)
     assert response.status_code == 401
     assert response.json() == {"error": "invalid signature"}
