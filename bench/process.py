@@ -42,7 +42,6 @@ import math
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -63,6 +62,7 @@ from app.migrate import upgrade
 from app.webhooks.route import incoming_event
 from app.webhooks.store import EventWriter, IncomingEvent, StoreResult
 from bench.process_fake import CALLS_PATH, CONNECTION_ID, company_id, push_key
+from bench.receive import cpu_seconds, free_port, tail
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_NAME = "bills.write.unsuccessful.json"
@@ -79,15 +79,6 @@ class BenchFailure(Exception):
 
 
 # --- CPU ----------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process (Linux /proc), 0.0 where unavailable."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_ticks() -> tuple[int, int]:
@@ -184,20 +175,6 @@ class ScratchDatabase:
 
 
 # --- processes ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

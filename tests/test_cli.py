@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from app.config import get_settings
 from app.db import create_engine
 from app.models import EventStatus, WebhookEvent
 from app.webhooks.store import EventWriter, IncomingEvent
+from tests.support.ports import free_port
 from tests.support.signing import TEST_SECRET
 
 runner = CliRunner()
@@ -181,15 +181,9 @@ def test_check_config_says_what_is_wrong(
     assert "CODAT_API_KEY" in bad.output and "database" in bad.output
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_send_test_event_reaches_a_running_service(tmp_path: Path) -> None:
     database = f"sqlite:///{tmp_path / 'cli.db'}"
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database,

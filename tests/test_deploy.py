@@ -20,7 +20,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from app.api.health import router as health_router
 from app.cli import cli
 from app.config import Settings
 from tests.conftest import ADMIN_POSTGRES_URL, BACKENDS, PostgresDatabases
+from tests.support.ports import free_port
 from tests.support.signing import TEST_SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -515,13 +515,6 @@ def test_the_operator_guide_names_every_command_route_metric_event_and_data_type
 
 
 # -- the image's commands, in a fresh virtual environment ---------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def get_status(url: str) -> int:

@@ -5,7 +5,6 @@ answer must match its documented schema."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,22 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.core.result import Ok
 
+from tests.support.ports import free_port
 from tests.support.signing import TEST_SECRET
 
 TOKEN = "fuzz-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real service (uvicorn) on SQLite, with a few events so lists are not empty."""
     folder = tmp_path_factory.mktemp("fuzz")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": f"sqlite:///{folder / 'fuzz.db'}",

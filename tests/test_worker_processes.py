@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from app.webhooks.route import incoming_event
 from app.webhooks.store import EventWriter
 from tests.conftest import API_KEY, PostgresDatabases, new_database_url, sample
 from tests.support.fake_codat import FakeCodat, make_bill
+from tests.support.ports import free_port
 from tests.support.signing import TEST_SECRET
 
 COMPANY = "7a1b2c3d-0000-4000-8000-00000000c0de"
@@ -160,12 +160,6 @@ async def test_a_worker_killed_mid_pull_loses_nothing_and_duplicates_nothing(
         if sample.name == "codat_work_processed_total"
     }
     assert finished[("pull", "done")] >= 1.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _at_least(engine: AsyncEngine, query: Any, n: int) -> bool:

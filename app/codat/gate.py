@@ -24,9 +24,6 @@ class PauseGate:
         if self.paused_until is None or until > self.paused_until:
             self.paused_until, self.reason = until, reason
 
-    def lift(self) -> None:
-        self.paused_until, self.reason = None, None
-
     def set(self, until: datetime | None, reason: str | None) -> None:
         self.paused_until, self.reason = until, reason
 

@@ -8,6 +8,12 @@ from typing import cast
 
 from svix.webhooks import Webhook, WebhookVerificationError
 
+SIGNATURE_HEADERS = tuple(
+    f"{prefix}-{part}"
+    for prefix in ("svix", "webhook")
+    for part in ("id", "timestamp", "signature")
+)
+
 
 class InvalidSignature(Exception):
     """The delivery is not provably from Codat; the reason is for logs, not responses."""
@@ -20,7 +26,14 @@ class SignatureVerifier:
         self._webhooks = [Webhook(secret) for secret in secrets]
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> None:
-        """Pass if any secret verifies; svix reads `svix-*` or `webhook-*` headers."""
+        """Pass if any secret verifies; svix reads `svix-*` or `webhook-*` headers.
+
+        A repeated signature header is refused: svix checks the last value while a
+        mapping's `get` gives the first, so the delivery could be stored under an id its
+        signature does not cover. (Headers that can repeat have `getlist`.)"""
+        getlist = getattr(headers, "getlist", None)
+        if getlist is not None and any(len(getlist(name)) > 1 for name in SIGNATURE_HEADERS):
+            raise InvalidSignature("repeated signature header")
         reason = "no secret matched"
         for webhook in self._webhooks:
             try:

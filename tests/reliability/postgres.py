@@ -10,7 +10,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.reliability.processes import HOST, free_port
+from tests.reliability.processes import HOST
+from tests.support.ports import free_port
 
 
 def _binary(name: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,17 +13,12 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import API_KEY
+from tests.support.ports import free_port
 from tests.support.signing import ROTATED_SECRET, TEST_SECRET
 
 HOST = "127.0.0.1"
 # Nothing listens on the discard port: a service that needs no Codat still has a URL.
 NO_CODAT = "http://127.0.0.1:9"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def service_env(database_url: str, *, codat_url: str = NO_CODAT, **extra: str) -> dict[str, str]:
