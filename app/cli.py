@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import signal
 import uuid
@@ -90,7 +91,7 @@ def worker() -> None:
 
 
 async def run_worker(settings: Settings) -> None:
-    from app.db import create_engine
+    from app.db import create_engine, worker_pool_size
     from app.processing.context import build_context
     from app.processing.worker import Worker
 
@@ -98,8 +99,10 @@ async def run_worker(settings: Settings) -> None:
         from prometheus_client import start_http_server
 
         start_http_server(settings.worker_metrics_port, addr=settings.internal_host)
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, pool_size=worker_pool_size(settings))
     worker = Worker(build_context(settings, engine))
+    # What start-up allocated lives as long as the process: keep the collector off it.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

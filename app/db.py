@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,6 +21,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
+
+if TYPE_CHECKING:
+    from app.config import Settings
+
+# Connections the web side keeps: receiving's group commits and the status API's reads.
+WEB_POOL_SIZE = 10
 
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -40,10 +46,17 @@ def async_url(database_url: str) -> URL:
 Executor = AsyncConnection | AsyncSession
 
 
-def dialect_insert(bind: AsyncEngine | AsyncConnection | AsyncSession) -> Callable[..., Any]:
+def dialect_name(bind: AsyncEngine | AsyncConnection | AsyncSession) -> str:
+    return bind.get_bind().dialect.name if isinstance(bind, AsyncSession) else bind.dialect.name
+
+
+def insert_for(dialect: str) -> Callable[..., Any]:
     """INSERT with ON CONFLICT: both databases have it, each under its own dialect."""
-    name = bind.get_bind().dialect.name if isinstance(bind, AsyncSession) else bind.dialect.name
-    return postgresql.insert if name == "postgresql" else sqlite.insert
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def dialect_insert(bind: AsyncEngine | AsyncConnection | AsyncSession) -> Callable[..., Any]:
+    return insert_for(dialect_name(bind))
 
 
 def _prepare_sqlite_file(url: URL) -> None:
@@ -63,7 +76,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(database_url: str, *, pool_size: int = WEB_POOL_SIZE) -> AsyncEngine:
     url = async_url(database_url)
     if url.get_backend_name() == "sqlite":
         _prepare_sqlite_file(url)
@@ -79,6 +92,12 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         # A database that hangs must turn into a 503, not a request that never ends.
         connect_args={"timeout": 5, "command_timeout": 15},
     )
+
+
+def worker_pool_size(settings: Settings) -> int:
+    """Every running event may hold a connection, plus the claim and the lease renewal:
+    a pool smaller than that opens and closes connections all day."""
+    return settings.worker_concurrency + 2
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from app.api import health, metrics, status
 from app.api.errors import install_error_handlers
 from app.config import Settings, get_settings
-from app.db import create_engine, session_factory
+from app.db import WEB_POOL_SIZE, create_engine, session_factory, worker_pool_size
 from app.processing.context import build_context
 from app.processing.worker import Worker
 from app.webhooks.route import Receiver, codat_webhook_endpoint
@@ -36,7 +36,8 @@ class Runtime:
     def __init__(self, settings: Settings, engine: AsyncEngine | None = None) -> None:
         self.settings = settings
         self._own_engine = engine is None
-        self.engine = engine or create_engine(settings.database_url)
+        pool_size = WEB_POOL_SIZE + (worker_pool_size(settings) if settings.embedded_worker else 0)
+        self.engine = engine or create_engine(settings.database_url, pool_size=pool_size)
         self.sessions = session_factory(self.engine)
         self.worker: Worker | None = None
         if settings.embedded_worker:

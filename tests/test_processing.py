@@ -3,6 +3,7 @@ local copy and the company's state come out right; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import uuid
@@ -84,6 +85,15 @@ async def events(engine: AsyncEngine) -> list[WebhookEvent]:
     async with engine.connect() as connection:
         rows = (await connection.execute(select(WebhookEvent).order_by(WebhookEvent.id))).all()
     return [WebhookEvent(**row._mapping) for row in rows]
+
+
+async def until_called(fake: FakeCodat, path: str, within: float = 5.0) -> None:
+    """Until the fake has seen a call to `path`: the worker is inside that call."""
+    for _ in range(int(within / 0.02)):
+        if fake.calls_to(path):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no call to {path} within {within} s")
 
 
 def seed_company(fake: FakeCodat, bills: int = 5) -> None:
@@ -468,8 +478,6 @@ async def test_stopping_a_worker_hands_back_what_it_holds(
     clock: Clock,
 ) -> None:
     """SIGTERM: work in hand gets the grace period, then goes back to the queue, unspent."""
-    import asyncio
-
     from tests.conftest import make_context
 
     ctx = make_context(engine, fake_codat_server[1], clock, worker_shutdown_grace_seconds=0.2)
@@ -479,10 +487,7 @@ async def test_stopping_a_worker_hands_back_what_it_holds(
     stop = asyncio.Event()
     worker = Worker(ctx)
     running = asyncio.create_task(worker.run(stop))
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if fake_codat.calls_to("/data/bills"):
-            break
+    await until_called(fake_codat, "/data/bills")
     stop.set()
     await asyncio.wait_for(running, timeout=10)
     job = await one(engine, Job, Job.kind == "pull")
@@ -490,4 +495,90 @@ async def test_stopping_a_worker_hands_back_what_it_holds(
     fake_codat.delay_all = 0
     await Worker(ctx).run_until_idle()
     await assert_local_copy_equals_fake(engine, fake_codat, "bills")
+    await ctx.codat.aclose()
+
+
+def failed_write(fake: FakeCodat, ctx: Context, company_id: str) -> dict[str, Any]:
+    """A `bills.write.unsuccessful` event of its own, whose push operation the fake holds."""
+    body = copy.deepcopy(sample("bills.write.unsuccessful"))
+    body["id"] = str(uuid.uuid4())
+    body["payload"]["id"] = str(uuid.uuid4())
+    body["payload"]["referenceCompany"]["id"] = company_id
+    fake.add_company(company_id, CONNECTION)
+    fake.add_push_operation(
+        company_id,
+        key=body["payload"]["id"],
+        data_type="bills",
+        status="Failed",
+        requested=ctx.clock(),
+        error_message="Validation failed",
+    )
+    return body
+
+
+async def test_a_worker_that_lost_its_lease_leaves_no_trace(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    fake_codat_server: tuple[Any, str],
+    fake_codat: FakeCodat,
+    clock: Clock,
+) -> None:
+    """The event's effects and its ending commit together: a worker whose lease ran out
+    (another worker claimed the event) writes neither, and the new owner's claim stands."""
+    from sqlalchemy import update
+
+    from tests.conftest import make_context
+
+    ctx = make_context(engine, fake_codat_server[1], clock)
+    body = failed_write(fake_codat, ctx, COMPANY)
+    await deliver(client, body)
+    fake_codat.delay_all = 1.0
+    running = asyncio.create_task(Worker(ctx).run_until_idle())
+    await until_called(fake_codat, "/push/")
+    async with engine.begin() as connection:  # the lease ran out; another worker took it
+        await connection.execute(update(WebhookEvent).values(locked_by="another-worker"))
+    await asyncio.wait_for(running, timeout=10)
+    async with engine.connect() as connection:
+        outcomes = await connection.scalar(select(func.count()).select_from(WriteOutcome))
+    assert outcomes == 0
+    [event] = await events(engine)
+    assert (event.status, event.locked_by, event.processed_at) == (
+        "processing",
+        "another-worker",
+        None,
+    )
+    await ctx.codat.aclose()
+
+
+async def test_stopping_hands_back_what_was_claimed_ahead_unspent(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    fake_codat_server: tuple[Any, str],
+    fake_codat: FakeCodat,
+    clock: Clock,
+) -> None:
+    """A worker claims a little ahead of its free slots; on SIGTERM what it had not
+    started goes back to the queue at once, without spending an attempt."""
+    from tests.conftest import make_context
+
+    ctx = make_context(
+        engine,
+        fake_codat_server[1],
+        clock,
+        worker_concurrency=1,
+        worker_shutdown_grace_seconds=0.1,
+    )
+    for company in range(3):
+        await deliver(client, failed_write(fake_codat, ctx, f"company-{company}"))
+    fake_codat.delay_all = 3.0
+    stop = asyncio.Event()
+    running = asyncio.create_task(Worker(ctx).run(stop))
+    await until_called(fake_codat, "/push/")
+    stop.set()
+    await asyncio.wait_for(running, timeout=10)
+    rows = await events(engine)
+    assert [(e.status, e.attempts, e.locked_until) for e in rows] == [("pending", 0, None)] * 3
+    fake_codat.delay_all = 0
+    await Worker(ctx).run_until_idle()
+    assert [e.status for e in await events(engine)] == ["processed"] * 3
     await ctx.codat.aclose()

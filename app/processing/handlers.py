@@ -1,5 +1,8 @@
 """One handler per event type (DESIGN.md, "What each event does").
 
+A handler makes its calls to Codat, then says what the event ends as and which writes
+go with that: the worker commits those writes in the same transaction that marks the
+event done, so an event's effects and its completion land together or not at all.
 Handlers are idempotent: running one twice leaves what running it once left. Work that
 needs many calls to Codat (pulls) is queued as a job, so that waiting pulls of one
 company and data type collapse into one and never run twice at once.
@@ -55,7 +58,18 @@ class Delivered:
         return self.envelope.payload
 
 
-Handler = Callable[[Context, Delivered], Awaitable[str]]
+Write = Callable[[AsyncSession], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an event ends as, and the writes that commit with that ending."""
+
+    status: str
+    write: Write | None = None
+
+
+Handler = Callable[[Context, Delivered], Awaitable[Outcome]]
 
 
 def _data_types(delivered: Delivered) -> list[dict[str, Any]]:
@@ -78,12 +92,13 @@ def _company_id(delivered: Delivered) -> str:
     return delivered.company_id
 
 
-async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) -> str:
+async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) -> Outcome:
     company_id = _company_id(delivered)
     items = _data_types(delivered)
     now = ctx.clock()
     reference = _reference(delivered)
-    async with ctx.sessions.begin() as session:
+
+    async def write(session: AsyncSession) -> None:
         await ensure_company(
             session,
             company_id,
@@ -128,7 +143,8 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
                     data_type=item["dataType"],
                     connection_id=item.get("connectionId"),
                 )
-    return EventStatus.PROCESSED
+
+    return Outcome(EventStatus.PROCESSED, write)
 
 
 # Statuses of a read still on its way: wait for it rather than ask again.
@@ -178,15 +194,15 @@ def initial_read_failures(
     return failures
 
 
-async def handle_initial_read(ctx: Context, delivered: Delivered) -> str:
+async def handle_initial_read(ctx: Context, delivered: Delivered) -> Outcome:
     return await _record_reads(ctx, delivered, initial=True)
 
 
-async def handle_read_completed(ctx: Context, delivered: Delivered) -> str:
+async def handle_read_completed(ctx: Context, delivered: Delivered) -> Outcome:
     return await _record_reads(ctx, delivered, initial=False)
 
 
-async def handle_write(ctx: Context, delivered: Delivered) -> str:
+async def handle_write(ctx: Context, delivered: Delivered) -> Outcome:
     match = WRITE_EVENT.match(delivered.envelope.eventType)
     assert match is not None
     data_type, successful = write_data_type(match[1]), match[2] == "successful"
@@ -214,8 +230,8 @@ async def handle_write(ctx: Context, delivered: Delivered) -> str:
         # The webhook carries no reason; the push operation has the error and validation.
         values |= write_errors(await ctx.codat.push_operation(company_id, key))
     now = ctx.clock()
-    # One transaction, after the call to Codat, on a plain connection: the hot path.
-    async with ctx.engine.begin() as session:
+
+    async def write(session: AsyncSession) -> None:
         if company_id:
             await ensure_company(session, company_id, now, name=_reference(delivered).get("name"))
         await record_write(session, {**values, "updated_at": now})
@@ -230,14 +246,15 @@ async def handle_write(ctx: Context, delivered: Delivered) -> str:
                 delay=timedelta(seconds=ctx.settings.refresh_debounce_seconds),
                 reason="write",
             )
-    return EventStatus.PROCESSED
+
+    return Outcome(EventStatus.PROCESSED, write)
 
 
 def _int_or_none(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-async def handle_rate_limit(ctx: Context, delivered: Delivered) -> str:
+async def handle_rate_limit(ctx: Context, delivered: Delivered) -> Outcome:
     reached = delivered.envelope.eventType == "client.rateLimit.reached"
     payload = delivered.payload
     now = ctx.clock()
@@ -246,7 +263,8 @@ async def handle_rate_limit(ctx: Context, delivered: Delivered) -> str:
         # Codat's quota resets at midnight UTC: the fallback when expiryDate is unreadable.
         midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         until = parse_datetime(payload.get("expiryDate")) or midnight
-    async with ctx.sessions.begin() as session:
+
+    async def write(session: AsyncSession) -> None:
         await record_rate_limit(
             session,
             paused_until=until,
@@ -259,45 +277,53 @@ async def handle_rate_limit(ctx: Context, delivered: Delivered) -> str:
         paused_until, reason = await current_pause(session)
         if paused_until is None:
             await resume_waiting(session, now)
-    ctx.codat.gate.set(paused_until, reason)
-    log.info("rate limit %s", "reached" if reached else "reset", extra={"until": str(until)})
-    return EventStatus.PROCESSED
+        # Before the commit: should it fail, the worker reads the table again within a
+        # poll interval and the gate follows what was stored.
+        ctx.codat.gate.set(paused_until, reason)
+        log.info("rate limit %s", "reached" if reached else "reset", extra={"until": str(until)})
+
+    return Outcome(EventStatus.PROCESSED, write)
 
 
-async def handle_connection(ctx: Context, delivered: Delivered) -> str:
+async def handle_connection(ctx: Context, delivered: Delivered) -> Outcome:
     company_id = _company_id(delivered)
     connection = delivered.payload.get("connection")
     if not isinstance(connection, dict) or not isinstance(connection.get("id"), str):
         raise InvalidEvent("connection event without payload.connection.id")
     status = connection.get("status")
-    async with ctx.sessions.begin() as session:
+    now = ctx.clock()
+
+    async def write(session: AsyncSession) -> None:
         await record_connection(
             session,
             company_id,
             connection["id"],
             status if isinstance(status, str) else None,
             delivered.generated_at,
-            ctx.clock(),
+            now,
         )
-    return EventStatus.PROCESSED
+
+    return Outcome(EventStatus.PROCESSED, write)
 
 
-async def handle_company(ctx: Context, delivered: Delivered) -> str:
+async def handle_company(ctx: Context, delivered: Delivered) -> Outcome:
     event_type = delivered.envelope.eventType
     if event_type not in ("company.created", "company.deleted"):
-        return EventStatus.IGNORED
+        return Outcome(EventStatus.IGNORED)
     company_id = _company_id(delivered)
     now = ctx.clock()
-    async with ctx.sessions.begin() as session:
-        name = delivered.payload.get("name")
+    name = delivered.payload.get("name")
+    status = "deleted" if event_type == "company.deleted" else "active"
+
+    async def write(session: AsyncSession) -> None:
         await ensure_company(session, company_id, now, name=name if isinstance(name, str) else None)
-        status = "deleted" if event_type == "company.deleted" else "active"
         await record_company_status(session, company_id, status, delivered.generated_at, now)
-    return EventStatus.PROCESSED
+
+    return Outcome(EventStatus.PROCESSED, write)
 
 
-async def handle_other(ctx: Context, delivered: Delivered) -> str:
-    return EventStatus.IGNORED
+async def handle_other(ctx: Context, delivered: Delivered) -> Outcome:
+    return Outcome(EventStatus.IGNORED)
 
 
 HANDLERS: dict[str, Handler] = {
@@ -328,8 +354,8 @@ def serial_key(event: WebhookEvent) -> str:
     return f"{event.company_id}:{topic}"
 
 
-async def handle_event(ctx: Context, event: WebhookEvent) -> str:
-    """Run the event's handler; returns the status the event ends in."""
+async def handle_event(ctx: Context, event: WebhookEvent) -> Outcome:
+    """Run the event's handler: what the event ends as, and the writes that go with it."""
     envelope = Envelope.model_validate_json(event.raw_body)
     delivered = Delivered(
         envelope=envelope,

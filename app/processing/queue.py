@@ -8,11 +8,12 @@ claimed again once its lease has run out.
 
 from __future__ import annotations
 
+import functools
 import random
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import and_, case, false, func, or_, select, update
+from sqlalchemy import Executable, Table, and_, bindparam, case, false, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import Executor, dialect_insert
@@ -114,21 +115,43 @@ async def finish_event(
     status: str,
     now: datetime,
     error: str | None = None,
-) -> None:
-    # locked_by stays: it tells which worker finished the row.
-    values: dict[str, Any] = {
-        "status": status,
-        "locked_until": None,
-        "next_attempt_at": None,
-        "processed_at": now,
+) -> bool:
+    """Settle our claim on the event; False if it is no longer ours (lease lost)."""
+    params: dict[str, Any] = {
+        "v_id": event.id,
+        "v_worker": worker_id,
+        "v_status": status,
+        "v_now": now,
     }
     if error is not None:
-        values["last_error"] = error[:4000]
-    await conn.execute(
-        update(WebhookEvent)
-        .where(WebhookEvent.id == event.id, WebhookEvent.locked_by == worker_id)
-        .values(**values)
+        params["v_error"] = error[:4000]
+    result = await conn.execute(_finish_event_statement(error is not None), params)
+    return bool(result.rowcount)
+
+
+@functools.cache
+def _finish_event_statement(with_error: bool) -> Executable:
+    """Built once and run with parameters: this runs for every event (bench/process.py)."""
+    table = cast(Table, WebhookEvent.__table__)
+    # locked_by stays: it tells which worker finished the row.
+    values: dict[str, Any] = {
+        "status": bindparam("v_status"),
+        "locked_until": None,
+        "next_attempt_at": None,
+        "processed_at": bindparam("v_now"),
+    }
+    if with_error:
+        values["last_error"] = bindparam("v_error")
+    statement: Executable = (
+        update(table)
+        .where(
+            table.c.id == bindparam("v_id"),
+            table.c.locked_by == bindparam("v_worker"),
+            table.c.status == PROCESSING,
+        )
+        .values(values)
     )
+    return statement
 
 
 async def finish_job(
@@ -139,8 +162,9 @@ async def finish_job(
     status: str,
     now: datetime,
     error: str | None = None,
-) -> None:
-    """Done, or pending again at once if someone asked for it while it ran."""
+) -> bool:
+    """Done, or pending again at once if someone asked for it while it ran; False if the
+    job is no longer ours (lease lost)."""
     rerun = Job.rerun.is_(True) if status == JobStatus.DONE else false()
     values: dict[str, Any] = {
         "status": case((rerun, PENDING), else_=status),
@@ -155,9 +179,12 @@ async def finish_job(
     }
     if error is not None:
         values["last_error"] = error[:4000]
-    await conn.execute(
-        update(Job).where(Job.id == job.id, Job.locked_by == worker_id).values(**values)
+    result = await conn.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.locked_by == worker_id, Job.status == PROCESSING)
+        .values(**values)
     )
+    return bool(result.rowcount)
 
 
 async def enqueue_job(

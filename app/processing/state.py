@@ -6,15 +6,16 @@ upsert only lands when its event is newer (DESIGN.md: order per entity).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, or_, select, true, update
+from sqlalchemy import ColumnElement, Executable, Table, bindparam, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
-from app.db import Executor, dialect_insert
+from app.db import Executor, dialect_insert, dialect_name, insert_for
 from app.models import Base, Company, DataTypeState, RateLimitState, Record, WriteOutcome
 
 RATE_LIMIT_ROW = 1
@@ -39,17 +40,58 @@ async def upsert(
     newer: InstrumentedAttribute[Any] | None = None,
 ) -> None:
     """Insert, or update the given columns; with `newer`, only if the new value is later."""
-    insert = dialect_insert(session)(model).values(**values)
+    statement = _upsert_statement(
+        dialect_name(session),
+        cast(Table, model.__table__),
+        tuple(values),
+        tuple(key),
+        tuple(update_columns),
+        newer.key if newer is not None else None,
+    )
+    await session.execute(statement, _params(values))
+
+
+def _params(values: dict[str, Any]) -> dict[str, Any]:
+    return {f"v_{column}": value for column, value in values.items()}
+
+
+@functools.cache
+def _upsert_statement(
+    dialect: str,
+    table: Table,
+    columns: tuple[str, ...],
+    key: tuple[str, ...],
+    update_columns: tuple[str, ...],
+    newer: str | None,
+) -> Executable:
+    """Built once per shape and run with parameters: building an upsert costs more CPU
+    than running it (bench/process.py), and these run for every event."""
+    insert = insert_for(dialect)(table).values({c: bindparam(f"v_{c}") for c in columns})
     guard: ColumnElement[bool] | None = None
     if newer is not None:
-        guard = or_(newer.is_(None), newer < insert.excluded[newer.key])
-    await session.execute(
-        insert.on_conflict_do_update(
-            index_elements=list(key),
-            set_={column: insert.excluded[column] for column in update_columns},
-            where=guard,
-        )
+        guard = or_(table.c[newer].is_(None), table.c[newer] < insert.excluded[newer])
+    statement: Executable = insert.on_conflict_do_update(
+        index_elements=list(key),
+        set_={column: insert.excluded[column] for column in update_columns},
+        where=guard,
     )
+    return statement
+
+
+@functools.cache
+def _ensure_company_statement(dialect: str) -> Executable:
+    table = cast(Table, Company.__table__)
+    columns = ("id", "name", "description", "status", "created_at", "updated_at")
+    insert = insert_for(dialect)(table).values({c: bindparam(f"v_{c}") for c in columns})
+    statement: Executable = insert.on_conflict_do_update(
+        index_elements=[table.c.id],
+        set_={
+            "name": func.coalesce(insert.excluded.name, table.c.name),
+            "description": func.coalesce(insert.excluded.description, table.c.description),
+            "updated_at": insert.excluded.updated_at,
+        },
+    )
+    return statement
 
 
 async def ensure_company(
@@ -60,24 +102,15 @@ async def ensure_company(
     name: str | None = None,
     description: str | None = None,
 ) -> None:
-    insert = dialect_insert(session)(Company).values(
-        id=company_id,
-        name=name,
-        description=description,
-        status="active",
-        created_at=now,
-        updated_at=now,
-    )
-    await session.execute(
-        insert.on_conflict_do_update(
-            index_elements=[Company.id],
-            set_={
-                "name": func.coalesce(insert.excluded.name, Company.name),
-                "description": func.coalesce(insert.excluded.description, Company.description),
-                "updated_at": now,
-            },
-        )
-    )
+    values = {
+        "id": company_id,
+        "name": name,
+        "description": description,
+        "status": "active",
+        "created_at": now,
+        "updated_at": now,
+    }
+    await session.execute(_ensure_company_statement(dialect_name(session)), _params(values))
 
 
 async def record_connection(

@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +36,7 @@ from app.processing.freshness import (
     run_refresh,
     run_sweep,
 )
-from app.processing.handlers import handle_event, serial_key
+from app.processing.handlers import Outcome, handle_event, serial_key
 from app.processing.pulls import PULL, run_pull
 from app.processing.queue import (
     WAITING_PREFIX,
@@ -62,6 +63,10 @@ JOB_RUNNERS: dict[str, JobRunner] = {
 Item = WebhookEvent | Job
 
 
+class LeaseLost(Exception):
+    """The item's lease ran out and another worker claimed it: its work is not ours."""
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -74,6 +79,10 @@ class Worker:
         self.concurrency = settings.worker_concurrency
         self._lease = timedelta(seconds=settings.worker_lease_seconds)
         self._running: dict[asyncio.Task[None], Item] = {}
+        # Claimed ahead, so that a slot that frees starts its next item at once rather
+        # than after a claim's round trips; leased like running items.
+        self._ready: deque[Item] = deque()
+        self._accepting = True
         self._serial: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
         self._poll = timedelta(seconds=settings.worker_poll_interval)
@@ -117,7 +126,7 @@ class Worker:
             # Work that finishes while we claim may have queued more: look once more.
             was_running = bool(self._running)
             claimed = await self._fill()
-            if claimed == 0 and not self._running and not was_running:
+            if claimed == 0 and not self._running and not self._ready and not was_running:
                 return
             if self._running and (claimed == 0 or len(self._running) >= self.concurrency):
                 await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
@@ -138,6 +147,12 @@ class Worker:
 
     async def _drain(self, grace: float) -> None:
         """On SIGTERM: let running work finish for a while, then hand the rest back."""
+        self._accepting = False
+        while self._ready:
+            item = self._ready.popleft()
+            await self._settle(
+                reschedule, item, at=self.ctx.clock(), error=None, count_attempt=False
+            )
         if self._running:
             await asyncio.wait(self._running, timeout=grace)
         for task in list(self._running):
@@ -151,7 +166,7 @@ class Worker:
             await asyncio.sleep(interval)
             until = self.ctx.clock() + self._lease
             try:
-                items = list(self._running.values())
+                items = [*self._running.values(), *self._ready]
                 events = [i.id for i in items if isinstance(i, WebhookEvent)]
                 jobs = [i.id for i in items if isinstance(i, Job)]
                 async with self.ctx.engine.begin() as conn:
@@ -163,7 +178,9 @@ class Worker:
     # -- claiming -------------------------------------------------------------------------
 
     async def _fill(self) -> int:
-        free = self.concurrency - len(self._running)
+        """Start what was claimed ahead, then claim more if a batch is missing."""
+        self._start_ready()
+        free = self.concurrency + self._claim_batch - len(self._running) - len(self._ready)
         # A busy worker claims a few at a time, not one per finished item: a claim is a
         # transaction, and one per event was a third of a worker's CPU (bench/process.py).
         if free <= 0 or (self._running and free < self._claim_batch):
@@ -193,11 +210,20 @@ class Worker:
         except (SQLAlchemyError, OSError) as exc:
             log.warning("could not claim work", extra={"error": type(exc).__name__})
             return 0
-        for item in items:
+        self._ready.extend(items)
+        self._start_ready()
+        return len(items)
+
+    def _start_ready(self) -> None:
+        while self._ready and self._accepting and len(self._running) < self.concurrency:
+            item = self._ready.popleft()
             task = asyncio.create_task(self._execute(item))
             self._running[task] = item
-            task.add_done_callback(self._running.pop)
-        return len(items)
+            task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        self._start_ready()
 
     async def _sync_pause(self, conn: AsyncConnection, now: datetime) -> None:
         """Read the shared pause at most once a poll interval, not once per claim."""
@@ -223,8 +249,11 @@ class Worker:
         outcome = "processed"
         try:
             async with self._serial_lock(item):
-                outcome = await self._run(item)
-            await self._settle_done(item, outcome)
+                result = await self._run(item)
+                outcome = await self._complete(item, result)
+        except LeaseLost:
+            outcome = "lease_lost"
+            log.warning("lease lost: another worker has the item", extra=_ids(item))
         except CodatPaused as paused:
             outcome = "paused"
             await self._settle_paused(item, paused)
@@ -240,17 +269,37 @@ class Worker:
             WORK_DONE.labels(queue=queue, kind=kind, outcome=outcome).inc()
             WORK_SECONDS.labels(queue=queue).observe(time.monotonic() - started)
 
-    async def _run(self, item: Item) -> str:
+    async def _run(self, item: Item) -> Outcome:
         if isinstance(item, WebhookEvent):
             return await handle_event(self.ctx, item)
         runner = JOB_RUNNERS.get(item.kind)
         if runner is None:
             raise InvalidEvent(f"no runner for job kind {item.kind!r}")
         await runner(self.ctx, item)
-        return JobStatus.DONE
+        return Outcome(JobStatus.DONE)
+
+    async def _complete(self, item: Item, outcome: Outcome) -> str:
+        """The handler's writes and the item's ending, in one transaction: both or neither.
+        If our lease was lost meanwhile, the row is another worker's: roll back, it redoes."""
+        async with self.ctx.sessions.begin() as session:
+            if outcome.write is not None:
+                await outcome.write(session)
+            connection = await session.connection()
+            now = self.ctx.clock()
+            if isinstance(item, WebhookEvent):
+                ours = await finish_event(
+                    connection, item, self.worker_id, status=outcome.status, now=now
+                )
+            else:
+                ours = await finish_job(
+                    connection, item, self.worker_id, status=outcome.status, now=now
+                )
+            if not ours:
+                raise LeaseLost
+        return outcome.status
 
     async def _settle(
-        self, operation: Callable[..., Awaitable[None]], item: Item, **kwargs: object
+        self, operation: Callable[..., Awaitable[object]], item: Item, **kwargs: object
     ) -> None:
         """Write the item's new state; if the database is away, the lease will run out
         and the item comes back: at least once, and handlers are idempotent."""
@@ -259,10 +308,6 @@ class Worker:
                 await operation(conn, item, self.worker_id, **kwargs)
         except (SQLAlchemyError, OSError) as exc:
             log.warning("could not settle work item", extra={"error": type(exc).__name__})
-
-    async def _settle_done(self, item: Item, outcome: str) -> None:
-        finish = finish_event if isinstance(item, WebhookEvent) else finish_job
-        await self._settle(finish, item, status=outcome, now=self.ctx.clock())
 
     async def _settle_paused(self, item: Item, paused: CodatPaused) -> None:
         if paused.reason == "429":
