@@ -95,9 +95,9 @@ def create_engine(database_url: str, *, pool_size: int = WEB_POOL_SIZE) -> Async
 
 
 def worker_pool_size(settings: Settings) -> int:
-    """Every running event may hold a connection, plus the claim and the lease renewal:
-    a pool smaller than that opens and closes connections all day."""
-    return settings.worker_concurrency + 2
+    """Every running event may hold a connection, plus the claim, the lease renewal and
+    the listener for stored events: a smaller pool opens and closes connections all day."""
+    return settings.worker_concurrency + 3
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_engine
@@ -220,3 +220,39 @@ async def test_two_workers_on_postgresql_process_each_of_1000_events_once(
     assert {attempts for attempts, _ in rows} == {1}, "no event was claimed twice"
     by_worker = Counter(worker_id for _, worker_id in rows)
     assert len(by_worker) == 2, f"both workers took part: {by_worker}"
+
+
+async def test_a_worker_on_postgresql_is_woken_by_a_stored_event_not_its_poll(
+    postgres_engine: tuple[AsyncEngine, str],
+    fake_codat_server: tuple[FakeCodat, str],
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    """Each stored event NOTIFYs; a worker polling only every 60 s still starts it at once,
+    and again after its listening connection was killed (it listens anew)."""
+    engine, database_url = postgres_engine
+    env = worker_env(database_url, fake_codat_server[1], WORKER_POLL_INTERVAL="60")
+    start_worker(workers, env, tmp_path / "worker.log")
+    listening = text("SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
+    await wait_for(lambda: _listeners(engine, listening), within=30, what="the worker to listen")
+    processed = (
+        select(func.count())
+        .select_from(WebhookEvent)
+        .where(WebhookEvent.status == EventStatus.PROCESSED)
+    )
+
+    await store(engine, [write_event(0)])
+    await wait_for(lambda: _at_least(engine, processed, 1), within=10, what="the first event")
+
+    async with engine.begin() as connection:
+        pids = (await connection.execute(listening)).scalars().all()
+        for pid in pids:
+            await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    await wait_for(lambda: _listeners(engine, listening), within=30, what="listening again")
+    await store(engine, [write_event(1)])
+    await wait_for(lambda: _at_least(engine, processed, 2), within=10, what="the second event")
+
+
+async def _listeners(engine: AsyncEngine, query: Any) -> bool:
+    async with engine.connect() as connection:
+        return bool((await connection.execute(query)).first())

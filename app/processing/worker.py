@@ -37,6 +37,7 @@ from app.processing.freshness import (
     run_sweep,
 )
 from app.processing.handlers import Outcome, handle_event, serial_key
+from app.processing.notify import listen_for_work
 from app.processing.pulls import PULL, run_pull
 from app.processing.queue import (
     WAITING_PREFIX,
@@ -108,15 +109,17 @@ class Worker:
         log.info("worker started", extra={"worker_id": self.worker_id})
         await self.schedule_sweep()
         renewer = asyncio.create_task(self._renew_leases_forever())
+        listener = asyncio.create_task(listen_for_work(self.ctx.engine, self.wake))
         try:
             while not stop.is_set():
                 claimed = await self._fill()
                 if claimed == 0 or len(self._running) >= self.concurrency:
                     await self._wait(stop, poll_seconds=self.ctx.settings.worker_poll_interval)
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            for helper in (renewer, listener):
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
             await self._drain(self.ctx.settings.worker_shutdown_grace_seconds)
             log.info("worker stopped", extra={"worker_id": self.worker_id})
 
