@@ -5,8 +5,9 @@
 One scenario per (fake Codat delay, number of worker processes), each on a fresh
 PostgreSQL database (`CREATE DATABASE bench_proc_<random>`, migrated, dropped after),
 a fresh fake Codat in its own process (`bench.process_fake`: answers after `delay`
-seconds) and fresh `codat-webhooks worker` processes (WORKER_CONCURRENCY=16,
-WORKER_POLL_INTERVAL=0.05). Every event is `bills.write.unsuccessful` with its own
+seconds) and fresh `codat-webhooks worker` processes (WORKER_CONCURRENCY=16 and
+WORKER_POLL_INTERVAL=0.5, the defaults: a stored event wakes them through PostgreSQL's
+NOTIFY, the poll is only the fallback). Every event is `bills.write.unsuccessful` with its own
 event id and push operation key: one GET /companies/{id}/push/{key} each.
 
 Phases, in order, with the workers running throughout:
@@ -680,7 +681,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--delays", default="0,0.1", help="fake Codat seconds per answer")
     parser.add_argument("--workers", default="1,2", help="worker process counts")
     parser.add_argument("--concurrency", type=int, default=16, help="WORKER_CONCURRENCY")
-    parser.add_argument("--poll-interval", type=float, default=0.05, help="WORKER_POLL_INTERVAL")
+    parser.add_argument("--poll-interval", type=float, default=0.5, help="WORKER_POLL_INTERVAL")
     parser.add_argument("--companies", type=int, default=50, help="events spread round-robin")
     parser.add_argument("--latency-load", type=float, default=0.5, help="x measured events/s")
     parser.add_argument("--latency-seconds", type=float, default=8.0)
