@@ -47,7 +47,11 @@ async def _listen_once(engine: AsyncEngine, wake: Callable[[], None]) -> None:
         driver = raw.driver_connection  # the asyncpg connection under the pool's adapter
         assert driver is not None
         closed = asyncio.Event()
-        driver.add_termination_listener(lambda *_: closed.set())
+
+        def terminated(*_: Any) -> None:
+            closed.set()
+
+        driver.add_termination_listener(terminated)
         await driver.add_listener(CHANNEL, notified)
         try:
             wake()  # whatever was stored while nobody listened
@@ -56,6 +60,7 @@ async def _listen_once(engine: AsyncEngine, wake: Callable[[], None]) -> None:
         finally:
             if driver.is_closed():
                 await connection.invalidate()  # not back into the pool: it is dead
-            else:
+            else:  # cancelled (the worker stops): the connection goes back to the pool clean
+                driver.remove_termination_listener(terminated)
                 with contextlib.suppress(Exception):  # a failure here closes it anyway
                     await driver.remove_listener(CHANNEL, notified)
