@@ -582,3 +582,64 @@ async def test_stopping_hands_back_what_was_claimed_ahead_unspent(
     await Worker(ctx).run_until_idle()
     assert [e.status for e in await events(engine)] == ["processed"] * 3
     await ctx.codat.aclose()
+
+
+async def test_a_finished_event_is_never_put_back_in_the_queue(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context
+) -> None:
+    """A worker cancelled (or cut off) just after its finish committed hands the event
+    back; the hand-back must not reopen an event already processed."""
+    from app.processing.queue import claim_due, finish_event, renew_leases, reschedule
+
+    await deliver(client, sample("bills.write.successful"))
+    now = ctx.clock()
+    async with engine.begin() as connection:
+        [event] = await claim_due(
+            connection, WebhookEvent, worker_id="w1", limit=1, now=now, lease=timedelta(60)
+        )
+        assert await finish_event(connection, event, "w1", status="processed", now=now)
+    async with engine.begin() as connection:
+        await reschedule(connection, event, "w1", at=now, error=None, count_attempt=False)
+        await renew_leases(connection, WebhookEvent, [event.id], "w1", now + timedelta(60))
+    [after] = await events(engine)
+    assert (after.status, after.attempts, after.locked_until) == ("processed", 1, None)
+
+
+async def test_events_claimed_ahead_are_handed_back_when_no_slot_frees(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    fake_codat_server: tuple[Any, str],
+    fake_codat: FakeCodat,
+    clock: Clock,
+) -> None:
+    """A worker whose slots are all held by long work does not hoard what it claimed
+    ahead: after one lease renewal those events are back in the queue for others."""
+    from tests.conftest import make_context
+
+    ctx = make_context(
+        engine,
+        fake_codat_server[1],
+        clock,
+        worker_concurrency=1,
+        worker_lease_seconds=0.6,  # renewals every 0.2 s
+        worker_poll_interval=60,  # no second claim while we look
+    )
+    for company in range(3):
+        await deliver(client, failed_write(fake_codat, ctx, f"company-{company}"))
+    fake_codat.delay_all = 3.0
+    stop = asyncio.Event()
+    running = asyncio.create_task(Worker(ctx).run(stop))
+    try:
+        await until_called(fake_codat, "/push/")
+        await asyncio.sleep(1.0)
+        # One running; the one claimed ahead handed back, unspent; the third never taken.
+        rows = await events(engine)
+        assert sorted((e.status, e.attempts) for e in rows) == [
+            ("pending", 0),
+            ("pending", 0),
+            ("processing", 1),
+        ]
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+        await ctx.codat.aclose()

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "codat_work_due"
 RECONNECT_SECONDS = 5.0
+HEALTH_CHECK_SECONDS = 30.0
+HEALTH_CHECK_TIMEOUT = 5.0
 
 
 async def listen_for_work(
@@ -37,30 +39,42 @@ async def listen_for_work(
 
 
 async def _listen_once(engine: AsyncEngine, wake: Callable[[], None]) -> None:
-    """Listen on one pooled connection until the database closes it."""
+    """Listen on one pooled connection until it closes or stops answering."""
 
     def notified(*_: Any) -> None:
         wake()
+
+    closed = asyncio.Event()
+
+    def terminated(*_: Any) -> None:
+        closed.set()
 
     async with engine.connect() as connection:
         raw = await connection.get_raw_connection()
         driver = raw.driver_connection  # the asyncpg connection under the pool's adapter
         assert driver is not None
-        closed = asyncio.Event()
-
-        def terminated(*_: Any) -> None:
-            closed.set()
-
-        driver.add_termination_listener(terminated)
-        await driver.add_listener(CHANNEL, notified)
         try:
+            driver.add_termination_listener(terminated)
+            await driver.add_listener(CHANNEL, notified)
             wake()  # whatever was stored while nobody listened
-            await closed.wait()
+            await _until_closed(driver, closed)
             log.warning("the connection listening for stored events closed")
-        finally:
-            if driver.is_closed():
-                await connection.invalidate()  # not back into the pool: it is dead
-            else:  # cancelled (the worker stops): the connection goes back to the pool clean
-                driver.remove_termination_listener(terminated)
-                with contextlib.suppress(Exception):  # a failure here closes it anyway
-                    await driver.remove_listener(CHANNEL, notified)
+        except asyncio.CancelledError:  # the worker stops: back to the pool, clean
+            driver.remove_termination_listener(terminated)
+            with contextlib.suppress(Exception):  # a failure here closes it anyway
+                await driver.remove_listener(CHANNEL, notified)
+            raise
+        except Exception:  # add_listener failed, or the health check: not trusted again
+            await connection.invalidate()
+            raise
+        await connection.invalidate()  # closed: not back into the pool
+
+
+async def _until_closed(driver: Any, closed: asyncio.Event) -> None:
+    """A connection the database closes says so; a half-open one never does: ask it."""
+    while True:
+        try:
+            await asyncio.wait_for(closed.wait(), timeout=HEALTH_CHECK_SECONDS)
+            return
+        except TimeoutError:
+            await asyncio.wait_for(driver.execute("SELECT 1"), timeout=HEALTH_CHECK_TIMEOUT)

@@ -70,7 +70,7 @@ async def renew_leases(
     if ids:
         await conn.execute(
             update(model)
-            .where(model.id.in_(ids), model.locked_by == worker_id)
+            .where(model.id.in_(ids), model.locked_by == worker_id, model.status == PROCESSING)
             .values(locked_until=until)
         )
 
@@ -102,8 +102,11 @@ async def reschedule(
         values["last_error"] = error[:4000]
     if not count_attempt:
         values["attempts"] = model.attempts - 1
+    # Only a row we still hold: never one we finished (a finished event keeps locked_by).
     await conn.execute(
-        update(model).where(model.id == item.id, model.locked_by == worker_id).values(**values)
+        update(model)
+        .where(model.id == item.id, model.locked_by == worker_id, model.status == PROCESSING)
+        .values(**values)
     )
 
 

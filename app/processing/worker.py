@@ -80,9 +80,10 @@ class Worker:
         self.concurrency = settings.worker_concurrency
         self._lease = timedelta(seconds=settings.worker_lease_seconds)
         self._running: dict[asyncio.Task[None], Item] = {}
-        # Claimed ahead, so that a slot that frees starts its next item at once rather
-        # than after a claim's round trips; leased like running items.
-        self._ready: deque[Item] = deque()
+        # Claimed ahead (with when), so that a slot that frees starts its next item at
+        # once rather than after a claim's round trips; leased like running items, and
+        # handed back if no slot freed within a lease renewal (`_renew_leases_forever`).
+        self._ready: deque[tuple[float, Item]] = deque()
         self._accepting = True
         self._serial: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
@@ -112,10 +113,13 @@ class Worker:
         listener = asyncio.create_task(listen_for_work(self.ctx.engine, self.wake))
         try:
             while not stop.is_set():
+                # Cleared before the claim: a wake-up that comes while we claim is kept.
+                self._wake.clear()
                 claimed = await self._fill()
                 if claimed == 0 or len(self._running) >= self.concurrency:
                     await self._wait(stop, poll_seconds=self.ctx.settings.worker_poll_interval)
         finally:
+            self._accepting = False
             for helper in (renewer, listener):
                 helper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -135,7 +139,6 @@ class Worker:
                 await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
 
     async def _wait(self, stop: asyncio.Event, *, poll_seconds: float) -> None:
-        self._wake.clear()
         waiters: set[asyncio.Future[Any]] = {
             asyncio.ensure_future(stop.wait()),
             asyncio.ensure_future(self._wake.wait()),
@@ -151,11 +154,8 @@ class Worker:
     async def _drain(self, grace: float) -> None:
         """On SIGTERM: let running work finish for a while, then hand the rest back."""
         self._accepting = False
-        while self._ready:
-            item = self._ready.popleft()
-            await self._settle(
-                reschedule, item, at=self.ctx.clock(), error=None, count_attempt=False
-            )
+        await self._hand_back([item for _, item in self._ready])
+        self._ready.clear()
         if self._running:
             await asyncio.wait(self._running, timeout=grace)
         for task in list(self._running):
@@ -163,13 +163,26 @@ class Worker:
         if self._running:
             await asyncio.wait(self._running)
 
+    async def _hand_back(self, items: list[Item]) -> None:
+        """Back to the queue, due now, the attempt unspent: another worker may take them."""
+        for item in items:
+            await self._settle(
+                reschedule, item, at=self.ctx.clock(), error=None, count_attempt=False
+            )
+
     async def _renew_leases_forever(self) -> None:
         interval = self._lease.total_seconds() / 3
         while True:
             await asyncio.sleep(interval)
+            # Claimed ahead but still waiting for a slot after a whole interval (long jobs
+            # hold them all): not hoarded, handed back for idle workers to take.
+            waited_since = time.monotonic() - interval
+            stale = [item for since, item in self._ready if since <= waited_since]
+            self._ready = deque((since, i) for since, i in self._ready if since > waited_since)
+            await self._hand_back(stale)
             until = self.ctx.clock() + self._lease
             try:
-                items = [*self._running.values(), *self._ready]
+                items = [*self._running.values(), *(item for _, item in self._ready)]
                 events = [i.id for i in items if isinstance(i, WebhookEvent)]
                 jobs = [i.id for i in items if isinstance(i, Job)]
                 async with self.ctx.engine.begin() as conn:
@@ -213,13 +226,17 @@ class Worker:
         except (SQLAlchemyError, OSError) as exc:
             log.warning("could not claim work", extra={"error": type(exc).__name__})
             return 0
-        self._ready.extend(items)
+        # A lease of ours that ran out (renewals failed) makes our own rows claimable again.
+        held = {(type(i), i.id) for i in self._running.values()}
+        held |= {(type(i), i.id) for _, i in self._ready}
+        claimed_at = time.monotonic()
+        self._ready.extend((claimed_at, i) for i in items if (type(i), i.id) not in held)
         self._start_ready()
         return len(items)
 
     def _start_ready(self) -> None:
         while self._ready and self._accepting and len(self._running) < self.concurrency:
-            item = self._ready.popleft()
+            _, item = self._ready.popleft()
             task = asyncio.create_task(self._execute(item))
             self._running[task] = item
             task.add_done_callback(self._on_done)
