@@ -152,7 +152,7 @@ def replay(
     """Queue events to be processed again (same filters as the status API)."""
     from app.api.errors import ApiError
     from app.api.queries import EventFilter, replay_event, replay_events
-    from app.processing.context import utcnow
+    from app.models import utcnow
 
     settings = load_settings()
     filters = EventFilter(event_type, status, company_id, received_after, received_before)
@@ -187,8 +187,7 @@ def prune(
     failed, dead or unprocessable ones)."""
     from sqlalchemy import delete
 
-    from app.models import EventStatus, WebhookEvent
-    from app.processing.context import utcnow
+    from app.models import EventStatus, WebhookEvent, utcnow
 
     age = parse_age(older_than)
     settings = load_settings()
@@ -215,7 +214,7 @@ def send_test_event(
     url: Annotated[str | None, typer.Option(help="Webhook URL (default: this service's)")] = None,
     sample: Annotated[
         str,
-        typer.Option(help=f"One of: {', '.join(sorted(p.stem for p in SAMPLES.glob('*.json')))}"),
+        typer.Option(help=f"One of: {SAMPLE_NAMES}"),
     ] = "read.completed",
     file: Annotated[Path | None, typer.Option(help="Send this JSON file instead")] = None,
 ) -> None:
@@ -302,7 +301,7 @@ def refresh(
     """Queue refreshes of data types in Codat (the worker sends them)."""
     from app.api.queries import queue_refresh
     from app.codat.datatypes import BILL_PAY_DATA_TYPES
-    from app.processing.context import utcnow
+    from app.models import utcnow
 
     settings = load_settings()
     types = data_type or list(BILL_PAY_DATA_TYPES[settings.bill_pay_variant])
@@ -323,7 +322,7 @@ def reconcile(
 ) -> None:
     """Queue a reconcile pass: compare Codat's status with what was seen, catch up."""
     from app.api.queries import queue_reconcile
-    from app.processing.context import utcnow
+    from app.models import utcnow
 
     settings = load_settings()
 

@@ -11,8 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.metrics import CODAT_PAUSED, DEAD_ITEMS, OLDEST_DUE_AGE, QUEUE_DEPTH
-from app.models import Job, RateLimitState, WebhookEvent
-from app.processing.context import utcnow
+from app.models import Job, RateLimitState, WebhookEvent, utcnow
 
 router = APIRouter(tags=["metrics"])
 

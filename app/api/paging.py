@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from app.api.errors import ApiError
@@ -37,4 +37,4 @@ def cursor_datetime(value: Any) -> datetime | None:
         moment = datetime.fromisoformat(str(value))
     except ValueError:
         raise ApiError(400, "invalid cursor") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment  # naive or not, the caller reads it as UTC (queries._utc)

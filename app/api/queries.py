@@ -28,6 +28,7 @@ from app.api.schemas import (
     WritePage,
 )
 from app.models import (
+    Base,
     Company,
     DataTypeState,
     EventStatus,
@@ -36,10 +37,11 @@ from app.models import (
     WebhookEvent,
     WriteOutcome,
 )
-from app.processing.freshness import is_overdue
+from app.processing.freshness import EPOCH, is_overdue, request_reconcile, request_refresh
 from app.processing.state import RATE_LIMIT_ROW
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Base)
 SUMMARY_COLUMNS = [getattr(WebhookEvent, name) for name in EventSummary.model_fields]
 NOT_REPLAYABLE = (EventStatus.UNPROCESSABLE, EventStatus.PROCESSING)
 
@@ -117,9 +119,7 @@ def _timeline(event: WebhookEvent) -> list[TimelineEntry]:
 
 
 async def get_event(session: AsyncSession, event_id: int) -> EventDetail:
-    event = await session.get(WebhookEvent, event_id)
-    if event is None:
-        raise ApiError(404, f"no event {event_id}")
+    event = await _found(session, WebhookEvent, event_id, "event")
     payload: Any = None
     raw_body: str | None = None
     if event.status == EventStatus.UNPROCESSABLE:
@@ -130,6 +130,14 @@ async def get_event(session: AsyncSession, event_id: int) -> EventDetail:
     return EventDetail(
         **summary.model_dump(), payload=payload, raw_body=raw_body, timeline=_timeline(event)
     )
+
+
+async def _found(session: AsyncSession, model: type[M], key: Any, what: str) -> M:
+    """The row, or the API's 404 naming what was asked for."""
+    row = await session.get(model, key)
+    if row is None:
+        raise ApiError(404, f"no {what} {key}")
+    return row
 
 
 def _replay_values(now: datetime) -> dict[str, Any]:
@@ -144,9 +152,7 @@ def _replay_values(now: datetime) -> dict[str, Any]:
 
 
 async def replay_event(session: AsyncSession, event_id: int, now: datetime) -> None:
-    event = await session.get(WebhookEvent, event_id)
-    if event is None:
-        raise ApiError(404, f"no event {event_id}")
+    event = await _found(session, WebhookEvent, event_id, "event")
     if event.status in NOT_REPLAYABLE:
         raise ApiError(409, f"event {event_id} is {event.status} and cannot be replayed")
     await session.execute(
@@ -188,9 +194,7 @@ async def list_companies(session: AsyncSession, *, limit: int, cursor: str | Non
 async def get_company(
     session: AsyncSession, company_id: str, *, now: datetime, max_age: timedelta
 ) -> CompanyDetail:
-    company = await session.get(Company, company_id)
-    if company is None:
-        raise ApiError(404, f"no company {company_id}")
+    company = await _found(session, Company, company_id, "company")
     states = (
         await session.scalars(
             select(DataTypeState)
@@ -232,9 +236,6 @@ async def get_company(
     )
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 async def list_records(
     session: AsyncSession,
     company_id: str,
@@ -246,8 +247,7 @@ async def list_records(
     include_deleted: bool = True,
 ) -> RecordPage:
     """Oldest change first, so a caller can follow what each refresh brought."""
-    if await session.get(Company, company_id) is None:
-        raise ApiError(404, f"no company {company_id}")
+    await _found(session, Company, company_id, "company")
     modified = func.coalesce(Record.modified_date, literal(EPOCH, Record.modified_date.type))
     query = select(Record).where(Record.company_id == company_id, Record.data_type == data_type)
     if modified_after is not None:
@@ -358,11 +358,7 @@ async def queue_refresh(
     session: AsyncSession, company_id: str, data_types: list[str], now: datetime
 ) -> list[str]:
     """Queue refreshes for the worker (which owns the pause and the retries)."""
-    from app.processing.freshness import request_refresh
-
-    company = await session.get(Company, company_id)
-    if company is None:
-        raise ApiError(404, f"no company {company_id}")
+    company = await _found(session, Company, company_id, "company")
     for data_type in data_types:
         state = await session.get(DataTypeState, (company_id, data_type))
         connection_id = (state.connection_id if state else None) or company.connection_id
@@ -374,10 +370,7 @@ async def queue_refresh(
 
 
 async def queue_reconcile(session: AsyncSession, company_id: str, now: datetime) -> list[str]:
-    from app.processing.freshness import request_reconcile
-
-    if await session.get(Company, company_id) is None:
-        raise ApiError(404, f"no company {company_id}")
+    await _found(session, Company, company_id, "company")
     await request_reconcile(session, company_id, now)
     await session.commit()
     return ["reconcile"]

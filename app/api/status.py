@@ -29,7 +29,7 @@ from app.api.schemas import (
     WritePage,
 )
 from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES
-from app.processing.context import utcnow
+from app.models import utcnow
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422)

@@ -1,9 +1,10 @@
 """PostgreSQL tells workers that an event was stored, so they need not wait for a poll.
 
 Migration 0005 makes every INSERT into the events table `NOTIFY codat_work_due`. A worker
-keeps one connection listening and wakes its claim loop on each notification. Polling
-stays: it is the fallback while the listening connection is down, and the only way on
-SQLite (where the receiver wakes its embedded worker in-process instead).
+keeps one connection listening and wakes its claim loop on each notification. A receiver
+also wakes its own embedded worker in-process (on either database); NOTIFY is what
+reaches workers in other processes. Polling stays: it is the fallback while the
+listening connection is down, and the only way between processes on SQLite.
 """
 
 from __future__ import annotations

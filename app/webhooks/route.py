@@ -1,7 +1,7 @@
 """POST /webhooks/codat: the one public, hot route, kept lean on purpose.
 
 It is a plain Starlette endpoint (no FastAPI dependency injection) because it runs
-for every delivery; the logic is in `receive_delivery`, which tests call directly.
+for every delivery; the logic is in `receive_delivery`, a plain function.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from app.metrics import WEBHOOKS_RECEIVED
 from app.webhooks.envelope import read_facts
 from app.webhooks.signature import InvalidSignature, SignatureVerifier, delivery_id
-from app.webhooks.store import DatabaseUnavailable, EventWriter, IncomingEvent
+from app.webhooks.store import DatabaseUnavailable, EventWriter, IncomingEvent, StoreResult
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +92,14 @@ async def receive_delivery(receiver: Receiver, body: bytes, headers: Mapping[str
     except DatabaseUnavailable:
         WEBHOOKS_RECEIVED.labels(event_type=event_type, outcome="unavailable").inc()
         return Answer(503, {"error": "storage unavailable, retry later"})
-    unprocessable = event.unprocessable_reason is not None
-    outcome = "unprocessable" if unprocessable and result == "stored" else result.value
-    WEBHOOKS_RECEIVED.labels(event_type=event_type, outcome=outcome).inc()
-    if unprocessable and result == "stored":
+    outcome = result.value
+    if event.unprocessable_reason is not None and result is StoreResult.STORED:
+        outcome = "unprocessable"
         log.warning(
             "signed body kept as unprocessable",
             extra={"delivery_id": event.delivery_id, "reason": event.unprocessable_reason},
         )
+    WEBHOOKS_RECEIVED.labels(event_type=event_type, outcome=outcome).inc()
     return Answer(200, {"status": outcome})
 
 
@@ -110,8 +110,8 @@ async def codat_webhook_endpoint(request: Request) -> Response:
             request.stream(), request.headers.get("content-length"), receiver.max_body_bytes
         )
     except BodyTooLarge:
-        WEBHOOKS_RECEIVED.labels(event_type="", outcome="rejected_size").inc()
         log.warning("webhook rejected", extra={"reason": "body over the size limit"})
-        return JSONResponse({"error": "body too large"}, status_code=413)
-    answer = await receive_delivery(receiver, body, request.headers)
+        answer = _rejected("rejected_size", 413, "body too large")
+    else:
+        answer = await receive_delivery(receiver, body, request.headers)
     return JSONResponse(answer.body, status_code=answer.status_code)

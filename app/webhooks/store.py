@@ -75,15 +75,6 @@ def _insert_ignoring_duplicates(engine: AsyncEngine) -> Insert:
     return insert
 
 
-def _is_outage(exc: BaseException) -> bool:
-    """A lost connection fails the whole batch; anything else may be one bad row."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, OSError | TimeoutError):
-        return True
-    return "connect" in str(exc).lower()
-
-
 _Pending = tuple[IncomingEvent, "asyncio.Future[StoreResult]"]
 
 
@@ -142,16 +133,11 @@ class EventWriter:
         try:
             results = await self._insert_rows([event for event, _ in batch])
         except (SQLAlchemyError, OSError) as exc:
-            if len(batch) == 1 or _is_outage(exc):
-                log.warning(
-                    "event store failed", extra={"batch": len(batch), "error": _reason(exc)}
-                )
-                for _, future in batch:
-                    _settle(future, exc=DatabaseUnavailable(type(exc).__name__))
-                return
-            # Keep one bad row from failing its neighbours.
-            for pending in batch:
-                await self._write([pending])
+            # The rows are built by the route from verified, bounded input: a failed
+            # INSERT is the database's fault, and every delivery in it is asked again.
+            log.warning("event store failed", extra={"batch": len(batch), "error": _reason(exc)})
+            for _, future in batch:
+                _settle(future, exc=DatabaseUnavailable(type(exc).__name__))
             return
         for (_, future), result in zip(batch, results, strict=True):
             _settle(future, result=result)
