@@ -118,10 +118,17 @@ class CodatClient:
         if modified_since is not None:
             # >= and not >: records sharing the watermark's instant are fetched again, not lost.
             first_page["query"] = f"modifiedDate>={codat_time(modified_since)}"
+        async for page in self._paged(path, company_id, f"read:{data_type}", first_page):
+            yield page
+
+    async def _paged(
+        self, path: str, company_id: str, operation: str, first_page: dict[str, str | int]
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Each page's results, from `path` with `first_page`, then along `_links.next`."""
         url: str | None = path
         params: dict[str, str | int] | None = first_page
         while url is not None:
-            body = await self._json("GET", url, company_id, f"read:{data_type}", params=params)
+            body = await self._json("GET", url, company_id, operation, params=params)
             yield list(body.get("results") or [])
             url, params = self._next_link(body), None
 
@@ -141,21 +148,17 @@ class CodatClient:
         path = f"/companies/{company_id}/push/{push_operation_key}"
         return await self._json("GET", path, company_id, "push:get")
 
-    async def push_operations(
+    def push_operations(
         self, company_id: str, *, requested_since: datetime
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Pages of the push operations requested since a moment, oldest first."""
-        params: dict[str, str | int] | None = {
+        first_page: dict[str, str | int] = {
             "page": 1,
             "pageSize": self.page_size,
             "query": f"requestedOnUtc>{codat_time(requested_since)}",
             "orderBy": "requestedOnUtc",
         }
-        url: str | None = f"/companies/{company_id}/push"
-        while url is not None:
-            body = await self._json("GET", url, company_id, "push:list", params=params)
-            yield list(body.get("results") or [])
-            url, params = self._next_link(body), None
+        return self._paged(f"/companies/{company_id}/push", company_id, "push:list", first_page)
 
     # -- freshness ----------------------------------------------------------------------
 

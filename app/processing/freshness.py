@@ -65,6 +65,26 @@ async def request_refresh(
     )
 
 
+async def request_write_refresh(
+    ctx: Context,
+    session: Executor,
+    company_id: str,
+    data_type: str,
+    connection_id: str | None,
+    now: datetime,
+) -> None:
+    """Codat does not cache what was written: ask it to read the type again, once a burst."""
+    await request_refresh(
+        session,
+        company_id,
+        data_type,
+        connection_id=connection_id,
+        now=now,
+        delay=timedelta(seconds=ctx.settings.refresh_debounce_seconds),
+        reason="write",
+    )
+
+
 async def run_refresh(ctx: Context, job: Job) -> None:
     company_id, data_type = job.company_id, job.data_type
     if not company_id or not data_type:
@@ -95,12 +115,12 @@ async def retry_failed_read(
     data_type: str,
     connection_id: str | None,
     now: datetime,
-) -> bool:
+) -> None:
     """A Bill Pay type did not complete: refresh it, a few times, with growing gaps."""
     state = await session.get(DataTypeState, (company_id, data_type))
     retries = state.refresh_retries if state else 0
     if retries >= ctx.settings.refresh_max_retries:
-        return False
+        return
     delay = timedelta(seconds=ctx.settings.refresh_retry_base_seconds * 2**retries)
     await session.execute(
         update(DataTypeState)
@@ -116,7 +136,6 @@ async def retry_failed_read(
         delay=delay,
         reason="incomplete_read",
     )
-    return True
 
 
 # -- the sweep ------------------------------------------------------------------------------
@@ -326,6 +345,11 @@ async def _push_list_due(ctx: Context, company_id: str, now: datetime) -> bool:
     return recent is not None
 
 
+def _last_sync(status: object) -> datetime | None:
+    """When Codat last read a type, from one entry of its dataStatus."""
+    return parse_datetime(status.get("lastSuccessfulSync")) if isinstance(status, dict) else None
+
+
 async def _refresh_unread(
     ctx: Context, company_id: str, statuses: dict[str, Any], data_types: list[str]
 ) -> None:
@@ -334,12 +358,7 @@ async def _refresh_unread(
     cutoff = now - ctx.settings.freshness_max_age
     async with ctx.sessions.begin() as session:
         for data_type in data_types:
-            status = statuses.get(data_type)
-            synced = (
-                parse_datetime(status.get("lastSuccessfulSync"))
-                if isinstance(status, dict)
-                else None
-            )
+            synced = _last_sync(statuses.get(data_type))
             if synced is not None and synced >= cutoff:
                 continue  # Codat has it; _catch_up_reads pulled it if we had not
             state = await session.get(DataTypeState, (company_id, data_type))
@@ -359,9 +378,9 @@ async def _catch_up_reads(ctx: Context, company_id: str, statuses: dict[str, Any
     async with ctx.sessions.begin() as session:
         await ensure_company(session, company_id, now)
         for data_type, status in statuses.items():
-            if data_type not in PULLABLE_DATA_TYPES or not isinstance(status, dict):
+            if data_type not in PULLABLE_DATA_TYPES:
                 continue
-            synced = parse_datetime(status.get("lastSuccessfulSync"))
+            synced = _last_sync(status)
             if synced is None:
                 continue
             state = await session.get(DataTypeState, (company_id, data_type))
@@ -410,14 +429,13 @@ async def _catch_up_reads(ctx: Context, company_id: str, statuses: dict[str, Any
 async def _catch_up_writes(ctx: Context, company_id: str) -> int:
     now = ctx.clock()
     async with ctx.sessions() as session:
-        known = dict(
-            (
-                await session.execute(
-                    select(WriteOutcome.push_operation_key, WriteOutcome.status).where(
-                        WriteOutcome.company_id == company_id
-                    )
+        finished = set(
+            await session.scalars(
+                select(WriteOutcome.push_operation_key).where(
+                    WriteOutcome.company_id == company_id,
+                    WriteOutcome.status.in_(FINISHED_PUSH),
                 )
-            ).all()
+            )
         )
         newest = await session.scalar(
             select(WriteOutcome.requested_at)
@@ -438,7 +456,7 @@ async def _catch_up_writes(ctx: Context, company_id: str) -> int:
             status = operation.get("status")
             if not isinstance(key, str) or status not in FINISHED_PUSH:
                 continue
-            if known.get(key) in FINISHED_PUSH:
+            if key in finished:
                 continue
             await _record_missed_write(ctx, company_id, key, operation)
             caught_up += 1
@@ -478,14 +496,8 @@ async def _record_missed_write(
             },
         )
         if operation.get("status") == "Success" and data_type in PULLABLE_DATA_TYPES:
-            await request_refresh(
-                session,
-                company_id,
-                data_type,
-                connection_id=operation.get("dataConnectionKey"),
-                now=now,
-                delay=timedelta(seconds=ctx.settings.refresh_debounce_seconds),
-                reason="write",
+            await request_write_refresh(
+                ctx, session, company_id, data_type, operation.get("dataConnectionKey"), now
             )
     MISSED_WEBHOOKS.labels(kind="write").inc()
     log.warning(

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES, write_data_type
 from app.models import DataTypeState, EventStatus, WebhookEvent
 from app.processing.context import Context, InvalidEvent
-from app.processing.freshness import request_refresh, retry_failed_read
+from app.processing.freshness import request_write_refresh, retry_failed_read
 from app.processing.pulls import PULL, pull_key
 from app.processing.queue import enqueue_job, resume_waiting
 from app.processing.state import (
@@ -236,15 +236,8 @@ async def handle_write(ctx: Context, delivered: Delivered) -> Outcome:
             await ensure_company(session, company_id, now, name=_reference(delivered).get("name"))
         await record_write(session, {**values, "updated_at": now})
         if successful and company_id and payload.get("type") in ("Create", "Update", "Delete"):
-            # Codat does not cache what was written: ask it to read the type again, once a burst.
-            await request_refresh(
-                session,
-                company_id,
-                data_type,
-                connection_id=payload.get("connectionId"),
-                now=now,
-                delay=timedelta(seconds=ctx.settings.refresh_debounce_seconds),
-                reason="write",
+            await request_write_refresh(
+                ctx, session, company_id, data_type, payload.get("connectionId"), now
             )
 
     return Outcome(EventStatus.PROCESSED, write)
@@ -316,8 +309,14 @@ async def handle_company(ctx: Context, delivered: Delivered) -> Outcome:
     status = "deleted" if event_type == "company.deleted" else "active"
 
     async def write(session: AsyncSession) -> None:
-        await ensure_company(session, company_id, now, name=name if isinstance(name, str) else None)
-        await record_company_status(session, company_id, status, delivered.generated_at, now)
+        await record_company_status(
+            session,
+            company_id,
+            status,
+            delivered.generated_at,
+            now,
+            name=name if isinstance(name, str) else None,
+        )
 
     return Outcome(EventStatus.PROCESSED, write)
 

@@ -25,9 +25,7 @@ HEALTH_CHECK_SECONDS = 30.0
 HEALTH_CHECK_TIMEOUT = 5.0
 
 
-async def listen_for_work(
-    engine: AsyncEngine, wake: Callable[[], None], *, reconnect_seconds: float = RECONNECT_SECONDS
-) -> None:
+async def listen_for_work(engine: AsyncEngine, wake: Callable[[], None]) -> None:
     """Call `wake` whenever an event is stored; run until cancelled. Not on SQLite."""
     if engine.dialect.name != "postgresql":
         return
@@ -36,7 +34,7 @@ async def listen_for_work(
             await _listen_once(engine, wake)
         except Exception as exc:  # never the worker's end: polling covers until we are back
             log.warning("not listening for stored events", extra={"error": type(exc).__name__})
-        await asyncio.sleep(reconnect_seconds)
+        await asyncio.sleep(RECONNECT_SECONDS)
 
 
 async def _listen_once(engine: AsyncEngine, wake: Callable[[], None]) -> None:

@@ -135,9 +135,15 @@ async def record_connection(
 
 
 async def record_company_status(
-    session: AsyncSession, company_id: str, status: str, event_at: datetime | None, now: datetime
+    session: AsyncSession,
+    company_id: str,
+    status: str,
+    event_at: datetime | None,
+    now: datetime,
+    *,
+    name: str | None = None,
 ) -> None:
-    await ensure_company(session, company_id, now)
+    await ensure_company(session, company_id, now, name=name)
     await session.execute(
         update(Company)
         .where(Company.id == company_id, _not_older(Company.status_event_at, event_at))

@@ -117,7 +117,7 @@ class Worker:
                 self._wake.clear()
                 claimed = await self._fill()
                 if claimed == 0 or len(self._running) >= self.concurrency:
-                    await self._wait(stop, poll_seconds=self.ctx.settings.worker_poll_interval)
+                    await self._wait(stop)
         finally:
             self._accepting = False
             for helper in (renewer, listener):
@@ -138,14 +138,14 @@ class Worker:
             if self._running and (claimed == 0 or len(self._running) >= self.concurrency):
                 await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
 
-    async def _wait(self, stop: asyncio.Event, *, poll_seconds: float) -> None:
+    async def _wait(self, stop: asyncio.Event) -> None:
         waiters: set[asyncio.Future[Any]] = {
             asyncio.ensure_future(stop.wait()),
             asyncio.ensure_future(self._wake.wait()),
             *self._running,
         }
         done, _ = await asyncio.wait(
-            waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED
+            waiters, timeout=self._poll.total_seconds(), return_when=asyncio.FIRST_COMPLETED
         )
         for waiter in waiters:
             if waiter not in self._running and waiter not in done:
@@ -153,7 +153,6 @@ class Worker:
 
     async def _drain(self, grace: float) -> None:
         """On SIGTERM: let running work finish for a while, then hand the rest back."""
-        self._accepting = False
         await self._hand_back([item for _, item in self._ready])
         self._ready.clear()
         if self._running:
@@ -279,9 +278,7 @@ class Worker:
             await self._settle_paused(item, paused)
         except asyncio.CancelledError:
             outcome = "released"
-            await self._settle(
-                reschedule, item, at=self.ctx.clock(), error=None, count_attempt=False
-            )
+            await self._hand_back([item])
             raise
         except Exception as exc:  # every failure is recorded on the row, never lost
             outcome = await self._settle_failed(item, exc)
