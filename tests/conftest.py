@@ -10,7 +10,7 @@ import asyncio
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,10 +28,10 @@ from app.db import create_engine
 from app.main import create_app
 from app.migrate import upgrade
 from app.models import Base
+from tests.support.oas import samples_dir
 from tests.support.signing import ROTATED_SECRET, TEST_SECRET
 
-SHARED = Path(os.environ.get("CODAT_SHARED_DIR", Path(__file__).parents[2] / "shared"))
-SAMPLES_DIR = SHARED / "samples"
+SAMPLES_DIR = samples_dir()
 ADMIN_POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
@@ -238,6 +238,23 @@ def make_context(
         timeout=5,
     )
     return Context(sessions=session_factory(engine), codat=client, settings=settings, clock=clock)
+
+
+@pytest.fixture
+async def make_ctx(
+    engine: AsyncEngine, fake_codat_server: tuple[Any, str], clock: Clock
+) -> AsyncIterator[Callable[..., Any]]:
+    """Contexts with settings of the test's own (`make_ctx(worker_concurrency=1)`) on the
+    test's database, fake Codat and clock; their clients closed after the test."""
+    made: list[Any] = []
+
+    def make(**overrides: Any) -> Any:
+        made.append(make_context(engine, fake_codat_server[1], clock, **overrides))
+        return made[-1]
+
+    yield make
+    for context in made:
+        await context.codat.aclose()
 
 
 @pytest.fixture

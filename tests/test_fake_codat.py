@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import sample
 from tests.support import oas
 from tests.support.fake_codat import (
     LIST_PATHS,
@@ -161,7 +162,7 @@ def test_samples_are_present() -> None:
 
 
 def test_nullable_fields_accept_null() -> None:
-    body = json.loads((SAMPLES / "bills.write.unsuccessful.json").read_bytes())
+    body = sample("bills.write.unsuccessful")
     body["payload"].update(record=None, attachmentId=None)
     assert_valid(oas.webhook_event_validator("bills.write.unsuccessful"), body)
     body["payload"]["status"] = None  # not nullable in the spec

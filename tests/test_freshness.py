@@ -7,6 +7,7 @@ import asyncio
 import copy
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from app.processing.queue import enqueue_job
 from app.processing.worker import Worker
 from tests.conftest import Clock, make_context, sample
 from tests.support.fake_codat import FakeCodat, make_bill
-from tests.test_processing import (
+from tests.support.flow import (
     COMPANY,
     CONNECTION,
     assert_local_copy_equals_fake,
@@ -228,9 +229,9 @@ async def stale_companies(
 
 
 async def test_over_a_simulated_day_the_sweep_stays_within_its_share_and_refreshes_all(
-    engine: AsyncEngine, fake_codat_server: tuple[Any, str], fake_codat: FakeCodat, clock: Clock
+    fake_codat: FakeCodat, clock: Clock, make_ctx: Callable[..., Context]
 ) -> None:
-    ctx = make_context(engine, fake_codat_server[1], clock, codat_daily_quota=250)
+    ctx = make_ctx(codat_daily_quota=250)
     fake_codat.now = clock
     overdue = await stale_companies(ctx, fake_codat, clock, count=5)  # 35 types, share 50
     for _ in range(24 * 4):  # every 15 minutes for a day
@@ -242,13 +243,12 @@ async def test_over_a_simulated_day_the_sweep_stays_within_its_share_and_refresh
     refreshed = {(c.path.split("/")[2], c.path.rsplit("/", 1)[1]) for c in calls}
     assert refreshed == overdue
     assert len(calls) == len(overdue), "each overdue type asked for once"
-    await ctx.codat.aclose()
 
 
 async def test_the_sweep_spreads_a_small_budget_over_the_day(
-    engine: AsyncEngine, fake_codat_server: tuple[Any, str], fake_codat: FakeCodat, clock: Clock
+    fake_codat: FakeCodat, clock: Clock, make_ctx: Callable[..., Context]
 ) -> None:
-    ctx = make_context(engine, fake_codat_server[1], clock, codat_daily_quota=50)
+    ctx = make_ctx(codat_daily_quota=50)
     fake_codat.now = clock
     await stale_companies(ctx, fake_codat, clock, count=5)  # 35 overdue, a share of 10
     for _ in range(24 * 4):
@@ -256,7 +256,6 @@ async def test_the_sweep_spreads_a_small_budget_over_the_day(
         clock.advance(15 * 60)
     per_day = Counter(call.time.date() for call in queue_calls(fake_codat))
     assert per_day and all(n <= 10 for n in per_day.values()), per_day
-    await ctx.codat.aclose()
 
 
 async def test_two_workers_run_one_sweep(
@@ -265,10 +264,11 @@ async def test_two_workers_run_one_sweep(
     fake_codat_server: tuple[Any, str],
     fake_codat: FakeCodat,
     clock: Clock,
+    make_ctx: Callable[..., Context],
 ) -> None:
     from app.db import create_engine
 
-    ctx = make_context(engine, fake_codat_server[1], clock, codat_daily_quota=10_000)
+    ctx = make_ctx(codat_daily_quota=10_000)
     fake_codat.now = clock
     overdue = await stale_companies(ctx, fake_codat, clock, count=3)
     other_engine = create_engine(database_url)
@@ -278,7 +278,6 @@ async def test_two_workers_run_one_sweep(
     finally:
         await other.codat.aclose()
         await other_engine.dispose()
-        await ctx.codat.aclose()
     assert len(queue_calls(fake_codat)) == len(overdue)
     state = await one(engine, RateLimitState)
     # Its budget: a data-status read per company and a refresh per type.

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import (
@@ -21,102 +20,25 @@ from app.models import (
     EventStatus,
     Job,
     RateLimitState,
-    Record,
     WebhookEvent,
     WriteOutcome,
 )
 from app.processing.context import Context
 from app.processing.worker import Worker
-from tests.conftest import Clock, sample
-from tests.support.fake_codat import FakeCodat, make_bill, make_supplier
-from tests.support.signing import sign
-
-COMPANY = "0498e921-9b53-4396-a412-4f2f5983b0a2"
-CONNECTION = "2e9d2c44-f675-40ba-8049-353bfcb5e171"
-
-
-def read_event(
-    event_type: str,
-    data_types: list[tuple[str, str, bool]],
-    *,
-    generated: str = "2026-05-03T10:00:23Z",
-) -> dict[str, Any]:
-    body = copy.deepcopy(sample("read.completed"))
-    body["id"] = str(uuid.uuid4())
-    body["eventType"] = event_type
-    body["generatedDate"] = generated
-    body["payload"]["referenceCompany"]["id"] = COMPANY
-    body["payload"]["dataTypes"] = [
-        {
-            "connectionId": CONNECTION,
-            "dataType": data_type,
-            "status": status,
-            "recordsModified": modified,
-            "issues": [] if status == "Complete" else [{"type": "error", "message": "it broke"}],
-        }
-        for data_type, status, modified in data_types
-    ]
-    return body
-
-
-async def deliver(client: httpx.AsyncClient, body: dict[str, Any]) -> None:
-    raw = json.dumps(body).encode()
-    response = await client.post("/webhooks/codat", content=raw, headers=sign(raw))
-    assert response.status_code == 200, response.text
-
-
-async def local_records(engine: AsyncEngine, data_type: str) -> dict[str, Record]:
-    async with engine.connect() as connection:
-        rows = (
-            await connection.execute(
-                select(Record).where(Record.company_id == COMPANY, Record.data_type == data_type)
-            )
-        ).all()
-    return {row.record_id: Record(**row._mapping) for row in rows}
-
-
-async def one(engine: AsyncEngine, model: Any, *where: Any) -> Any:
-    async with engine.connect() as connection:
-        row = (await connection.execute(select(model).where(*where))).one()
-    return model(**row._mapping)
-
-
-async def events(engine: AsyncEngine) -> list[WebhookEvent]:
-    async with engine.connect() as connection:
-        rows = (await connection.execute(select(WebhookEvent).order_by(WebhookEvent.id))).all()
-    return [WebhookEvent(**row._mapping) for row in rows]
-
-
-async def until_called(fake: FakeCodat, path: str, within: float = 5.0) -> None:
-    """Until the fake has seen a call to `path`: the worker is inside that call."""
-    for _ in range(int(within / 0.02)):
-        if fake.calls_to(path):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"no call to {path} within {within} s")
-
-
-def seed_company(fake: FakeCodat, bills: int = 5) -> None:
-    fake.add_company(COMPANY, CONNECTION, name="Toft stores")
-    start = fake.now() - timedelta(hours=1)
-    for i in range(bills):
-        fake.put_record(
-            COMPANY, "bills", make_bill(f"bill-{i}"), modified=start + timedelta(seconds=i)
-        )
-    fake.put_record(COMPANY, "suppliers", make_supplier("sup-1"))
-    for data_type in ("bills", "suppliers", "company"):
-        fake.complete_sync(COMPANY, data_type)
-
-
-async def assert_local_copy_equals_fake(
-    engine: AsyncEngine, fake: FakeCodat, data_type: str
-) -> None:
-    local = await local_records(engine, data_type)
-    remote = {r["id"]: r for r in fake.records(COMPANY, data_type)}
-    assert set(local) == set(remote)
-    for record_id, record in remote.items():
-        assert local[record_id].data == record
-        assert local[record_id].is_deleted == record["metadata"]["isDeleted"]
+from tests.conftest import Clock, count_rows, sample
+from tests.support.fake_codat import FakeCodat, make_bill
+from tests.support.flow import (
+    COMPANY,
+    CONNECTION,
+    assert_local_copy_equals_fake,
+    deliver,
+    events,
+    local_records,
+    one,
+    read_event,
+    seed_company,
+    until_called,
+)
 
 
 async def test_initial_read_records_failures_and_pulls_every_complete_type(
@@ -235,13 +157,11 @@ async def test_read_completed_pulls_only_what_changed_and_marks_deletions(
 async def test_waiting_pulls_of_one_company_and_type_collapse_into_one(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
-    fake_codat_server: tuple[Any, str],
     fake_codat: FakeCodat,
     clock: Clock,
+    make_ctx: Callable[..., Context],
 ) -> None:
-    from tests.conftest import make_context
-
-    ctx = make_context(engine, fake_codat_server[1], clock, pull_debounce_seconds=2)
+    ctx = make_ctx(pull_debounce_seconds=2)
     seed_company(fake_codat, bills=1)
     for _ in range(5):
         await deliver(client, read_event("read.completed", [("bills", "Complete", True)]))
@@ -251,8 +171,7 @@ async def test_waiting_pulls_of_one_company_and_type_collapse_into_one(
     await Worker(ctx).run_until_idle()
     await ctx.codat.aclose()
     assert len(fake_codat.calls_to("/data/bills")) == 1
-    async with engine.connect() as connection:
-        assert await connection.scalar(select(func.count()).select_from(Job)) == 1
+    assert await count_rows(engine, "jobs") == 1
     assert {e.status for e in await events(engine)} == {EventStatus.PROCESSED}
 
 
@@ -313,13 +232,11 @@ async def test_codat_500_then_200_is_retried_and_done(
 async def test_codat_always_failing_makes_the_job_dead_with_its_error(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
-    fake_codat_server: tuple[Any, str],
     fake_codat: FakeCodat,
     clock: Clock,
+    make_ctx: Callable[..., Context],
 ) -> None:
-    from tests.conftest import make_context
-
-    ctx = make_context(engine, fake_codat_server[1], clock, worker_max_attempts=2)
+    ctx = make_ctx(worker_max_attempts=2)
     seed_company(fake_codat, bills=1)
     fake_codat.fail_next("/data/bills", 503, times=100)
     await deliver(client, read_event("read.completed", [("bills", "Complete", True)]))
@@ -330,7 +247,6 @@ async def test_codat_always_failing_makes_the_job_dead_with_its_error(
     assert job.status == "dead"
     assert job.attempts == 2
     assert "CodatUnavailable" in (job.last_error or "")
-    await ctx.codat.aclose()
 
 
 async def test_a_429_pauses_every_call_until_retry_after(
@@ -473,14 +389,11 @@ async def test_processing_an_event_twice_leaves_the_same_state(
 async def test_stopping_a_worker_hands_back_what_it_holds(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
-    fake_codat_server: tuple[Any, str],
     fake_codat: FakeCodat,
-    clock: Clock,
+    make_ctx: Callable[..., Context],
 ) -> None:
     """SIGTERM: work in hand gets the grace period, then goes back to the queue, unspent."""
-    from tests.conftest import make_context
-
-    ctx = make_context(engine, fake_codat_server[1], clock, worker_shutdown_grace_seconds=0.2)
+    ctx = make_ctx(worker_shutdown_grace_seconds=0.2)
     seed_company(fake_codat, bills=3)
     fake_codat.delay_all = 3.0  # the pull is still waiting on Codat when the stop comes
     await deliver(client, read_event("read.completed", [("bills", "Complete", True)]))
@@ -495,7 +408,6 @@ async def test_stopping_a_worker_hands_back_what_it_holds(
     fake_codat.delay_all = 0
     await Worker(ctx).run_until_idle()
     await assert_local_copy_equals_fake(engine, fake_codat, "bills")
-    await ctx.codat.aclose()
 
 
 def failed_write(fake: FakeCodat, ctx: Context, company_id: str) -> dict[str, Any]:
@@ -519,17 +431,14 @@ def failed_write(fake: FakeCodat, ctx: Context, company_id: str) -> dict[str, An
 async def test_a_worker_that_lost_its_lease_leaves_no_trace(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
-    fake_codat_server: tuple[Any, str],
     fake_codat: FakeCodat,
-    clock: Clock,
+    make_ctx: Callable[..., Context],
 ) -> None:
     """The event's effects and its ending commit together: a worker whose lease ran out
     (another worker claimed the event) writes neither, and the new owner's claim stands."""
     from sqlalchemy import update
 
-    from tests.conftest import make_context
-
-    ctx = make_context(engine, fake_codat_server[1], clock)
+    ctx = make_ctx()
     body = failed_write(fake_codat, ctx, COMPANY)
     await deliver(client, body)
     fake_codat.delay_all = 1.0
@@ -538,33 +447,24 @@ async def test_a_worker_that_lost_its_lease_leaves_no_trace(
     async with engine.begin() as connection:  # the lease ran out; another worker took it
         await connection.execute(update(WebhookEvent).values(locked_by="another-worker"))
     await asyncio.wait_for(running, timeout=10)
-    async with engine.connect() as connection:
-        outcomes = await connection.scalar(select(func.count()).select_from(WriteOutcome))
-    assert outcomes == 0
+    assert await count_rows(engine, "write_outcomes") == 0
     [event] = await events(engine)
     assert (event.status, event.locked_by, event.processed_at) == (
         "processing",
         "another-worker",
         None,
     )
-    await ctx.codat.aclose()
 
 
 async def test_stopping_hands_back_what_was_claimed_ahead_unspent(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
-    fake_codat_server: tuple[Any, str],
     fake_codat: FakeCodat,
-    clock: Clock,
+    make_ctx: Callable[..., Context],
 ) -> None:
     """A worker claims a little ahead of its free slots; on SIGTERM what it had not
     started goes back to the queue at once, without spending an attempt."""
-    from tests.conftest import make_context
-
-    ctx = make_context(
-        engine,
-        fake_codat_server[1],
-        clock,
+    ctx = make_ctx(
         worker_concurrency=1,
         worker_shutdown_grace_seconds=0.1,
     )
@@ -581,7 +481,6 @@ async def test_stopping_hands_back_what_was_claimed_ahead_unspent(
     fake_codat.delay_all = 0
     await Worker(ctx).run_until_idle()
     assert [e.status for e in await events(engine)] == ["processed"] * 3
-    await ctx.codat.aclose()
 
 
 async def test_a_finished_event_is_never_put_back_in_the_queue(
@@ -608,18 +507,12 @@ async def test_a_finished_event_is_never_put_back_in_the_queue(
 async def test_events_claimed_ahead_are_handed_back_when_no_slot_frees(
     client: httpx.AsyncClient,
     engine: AsyncEngine,
-    fake_codat_server: tuple[Any, str],
     fake_codat: FakeCodat,
-    clock: Clock,
+    make_ctx: Callable[..., Context],
 ) -> None:
     """A worker whose slots are all held by long work does not hoard what it claimed
     ahead: after one lease renewal those events are back in the queue for others."""
-    from tests.conftest import make_context
-
-    ctx = make_context(
-        engine,
-        fake_codat_server[1],
-        clock,
+    ctx = make_ctx(
         worker_concurrency=1,
         worker_lease_seconds=0.6,  # renewals every 0.2 s
         worker_poll_interval=60,  # no second claim while we look
@@ -642,4 +535,3 @@ async def test_events_claimed_ahead_are_handed_back_when_no_slot_frees(
     finally:
         stop.set()
         await asyncio.wait_for(running, timeout=10)
-        await ctx.codat.aclose()

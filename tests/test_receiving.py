@@ -9,21 +9,15 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.main import create_app
-from app.models import EventStatus, WebhookEvent
+from app.models import EventStatus
 from tests.conftest import count_rows, make_settings, running, sample
+from tests.support.flow import events as stored_events
 from tests.support.signing import ROTATED_SECRET, WRONG_SECRET, sign
 
 URL = "/webhooks/codat"
-
-
-async def stored_events(engine: AsyncEngine) -> list[WebhookEvent]:
-    async with engine.connect() as connection:
-        rows = (await connection.execute(select(WebhookEvent).order_by(WebhookEvent.id))).all()
-    return [WebhookEvent(**row._mapping) for row in rows]
 
 
 async def post_signed(
@@ -197,10 +191,6 @@ def _missing(name: str) -> dict[str, str]:
     headers = sign(b"{}")
     del headers[name]
     return headers
-
-
-def _minutes_from_now(minutes: int) -> datetime:
-    return datetime.now(UTC) + timedelta(minutes=minutes)
 
 
 # Built when each test runs: a timestamp made at collection would age into the window.

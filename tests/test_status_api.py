@@ -20,8 +20,8 @@ from app.processing.context import Context
 from app.processing.worker import Worker
 from tests.conftest import Clock, make_settings, running, sample
 from tests.support.fake_codat import FakeCodat, make_bill
+from tests.support.flow import COMPANY, deliver, read_event, seed_company
 from tests.support.signing import TEST_SECRET, sign
-from tests.test_processing import COMPANY, deliver, read_event, seed_company
 
 TOKEN = "status-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -523,11 +523,6 @@ class FakeCodat:
             elif connection_id not in company.connections:
                 company.connections.append(connection_id)
 
-    def set_company_info(self, company_id: str, info: Mapping[str, Any]) -> None:
-        """Replace what ``/data/info`` answers (a v1 ``CompanyInfo``)."""
-        with self._lock:
-            self._company(company_id).info = copy.deepcopy(dict(info))
-
     def _company(self, company_id: str) -> _Company:
         try:
             return self._companies[company_id]
