@@ -82,6 +82,7 @@ from app.processing.worker import Worker
 from app.webhooks.envelope import parse_datetime
 from app.webhooks.route import incoming_event
 from app.webhooks.store import EventWriter
+from bench.receive import DEFAULT_PG_ADMIN_URL
 from tests.support.fake_codat import (
     LIST_PATHS,
     FakeCall,
@@ -98,7 +99,6 @@ from tests.support.fake_codat import (
 
 API_KEY = "bench-cost-api-key"
 SECRET = "whsec_YmVuY2gtY29zdC1zZWNyZXQtbm90LWZvci1wcm9k"
-DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DAY = timedelta(days=1)
 SHM = Path("/dev/shm")  # noqa: S108 (a private directory is made inside it)
 TMPFS = str(SHM) if SHM.is_dir() else None

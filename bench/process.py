@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,20 +63,23 @@ from app.migrate import upgrade
 from app.webhooks.route import incoming_event
 from app.webhooks.store import EventWriter, IncomingEvent, StoreResult
 from bench.process_fake import CALLS_PATH, CONNECTION_ID, company_id, push_key
-from bench.receive import cpu_seconds, free_port, tail
+from bench.receive import (
+    DEFAULT_PG_ADMIN_URL,
+    BenchFailure,
+    cpu_seconds,
+    percentile,
+    run_main,
+    tail,
+)
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_NAME = "bills.write.unsuccessful.json"
 SAMPLES = (Path("/work/shared/samples") / SAMPLE_NAME, ROOT / "app" / "samples" / SAMPLE_NAME)
 SECRET = "whsec_YmVuY2gtcHJvY2Vzcy1zZWNyZXQtbm90LWZvci1wcm9k"
-DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DRIVER_APP = "bench-process-driver"  # application_name of the driver's own connections
 WARMUP_PER_WORKER = 32
 CallTimes = dict[str, list[tuple[float, float]]]
-
-
-class BenchFailure(Exception):
-    pass
 
 
 # --- CPU ----------------------------------------------------------------------------
@@ -381,13 +384,6 @@ async def wait_sweep_armed(
 
 
 # --- measures -----------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 @dataclass
@@ -710,12 +706,7 @@ def benchmark(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    try:
-        sys.exit(benchmark(args))
-    except BenchFailure as exc:
-        print(f"\nFAILED: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main(benchmark, parse_args(argv))
 
 
 if __name__ == "__main__":

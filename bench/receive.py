@@ -26,13 +26,12 @@ import os
 import resource
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +40,21 @@ import asyncpg
 import httpx
 
 from app.migrate import upgrade
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "whsec_YmVuY2gtcmVjZWl2ZS1zZWNyZXQtbm90LWZvci1wcm9k"
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TARGETS = ("minimal", "service")
 WEBHOOK_PATH = "/webhooks/codat"
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank value at `fraction` (0.99 for p99); NaN for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 class BenchFailure(Exception):
@@ -68,10 +76,7 @@ class Pooled:
         return self.window_acknowledged / self.seconds if self.seconds else 0.0
 
     def percentile_ms(self, fraction: float) -> float:
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] * 1000
+        return percentile(self.latencies, fraction) * 1000
 
 
 # --- databases ----------------------------------------------------------------------
@@ -146,13 +151,6 @@ def make_database(backend: str, directory: Path, name: str, pg_admin_url: str) -
 
 
 # --- servers ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -419,13 +417,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def run_main(
+    benchmark: Callable[[argparse.Namespace], int | None], args: argparse.Namespace
+) -> None:
+    """Every benchmark's exit: its own code, or 1 with the reason when a check failed."""
     try:
         sys.exit(benchmark(args))
     except BenchFailure as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_main(benchmark, parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from bench.receive import (
     BenchFailure,
     PostgresDatabase,
     load,
+    run_main,
     server,
 )
 
@@ -180,11 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--pg-admin-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_PG_ADMIN_URL)
     )
-    try:
-        benchmark(parser.parse_args(argv))
-    except BenchFailure as exc:
-        print(f"\nFAILED: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main(benchmark, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
