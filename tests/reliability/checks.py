@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Job, Record, WebhookEvent
 from tests.reliability.sender import Delivery
-from tests.support.fake_codat import FakeCodat
+from tests.reliability.world import World
 
 UNSETTLED = ("pending", "processing")
 
@@ -40,11 +40,6 @@ async def event_rows(engine: AsyncEngine) -> dict[str, EventRow]:
     async with engine.connect() as connection:
         rows = (await connection.execute(query)).all()
     return {row[0]: EventRow(*row) for row in rows}
-
-
-async def event_count(engine: AsyncEngine) -> int:
-    async with engine.connect() as connection:
-        return int(await connection.scalar(select(func.count()).select_from(WebhookEvent)) or 0)
 
 
 async def job_statuses(engine: AsyncEngine, kind: str = "pull") -> Counter[str]:
@@ -101,10 +96,9 @@ def stored_once(deliveries: list[Delivery], rows: dict[str, EventRow]) -> list[s
     return problems
 
 
-async def local_copy_diff(
-    engine: AsyncEngine, fake: FakeCodat, companies: list[str], data_types: list[str]
-) -> tuple[int, list[str]]:
+async def local_copy_diff(engine: AsyncEngine, world: World) -> tuple[int, list[str]]:
     """(records compared, differences) between the local copy and the fake's data."""
+    fake, companies, data_types = world.fake, sorted(world.companies), list(world.data_types)
     compared = 0
     problems: list[str] = []
     async with engine.connect() as connection:

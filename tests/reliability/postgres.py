@@ -40,7 +40,6 @@ class ThrowawayPostgres:
         self.log = self.dir / "postgres.log"
         self.port = free_port()
         self.url = f"postgresql://postgres@{HOST}:{self.port}/postgres"
-        self.running = False
         # initdb refuses to run as root: run the server as the postgres user then.
         self._as: list[str] = []
         if os.geteuid() == 0:
@@ -83,13 +82,11 @@ class ThrowawayPostgres:
             "60",
             "start",
         )
-        self.running = True
 
     def stop(self) -> None:
         """Immediate: every backend is killed at once, connections drop, nothing is flushed
         politely; the next start runs crash recovery."""
         self._run(_binary("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        self.running = False
 
     def version(self) -> str:
         result = subprocess.run(
@@ -106,5 +103,4 @@ class ThrowawayPostgres:
                 timeout=60,
                 check=False,
             )
-        self.running = False
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -140,9 +140,7 @@ async def test_codat_faults_in_bursts_are_ridden_out(
 
     rows = await event_rows(engine)
     jobs = await job_statuses(engine, "pull")
-    compared, problems = await local_copy_diff(
-        engine, fake, sorted(world.companies), list(world.data_types)
-    )
+    compared, problems = await local_copy_diff(engine, world)
     calls = fake.calls
     answered = Counter(c.status for c in calls if FAULTED in c.path)
     injected = Counter[str]()

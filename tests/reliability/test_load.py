@@ -137,9 +137,7 @@ async def test_steady_load_with_duplicates_is_stored_once_and_processed_once(
         await sender.aclose()
     rows = await event_rows(postgres_engine)
     jobs = await job_statuses(postgres_engine, "pull")
-    compared, copy_problems = await local_copy_diff(
-        postgres_engine, fake, sorted(world.companies), list(world.data_types)
-    )
+    compared, copy_problems = await local_copy_diff(postgres_engine, world)
     ready = await service.get("/readyz")
 
     answers = sender.answer_counts()

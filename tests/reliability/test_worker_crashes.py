@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.models import Job, Record, WebhookEvent
+from app.models import Job, WebhookEvent
+from tests.conftest import count_rows
 from tests.reliability.checks import (
     event_rows,
     job_statuses,
@@ -91,11 +92,6 @@ async def _orphaned(engine: AsyncEngine, pid: int) -> tuple[int, int]:
             .where(WebhookEvent.status == "processing", WebhookEvent.locked_by.like(pattern))
         )
     return int(jobs or 0), int(events or 0)
-
-
-async def _records(engine: AsyncEngine) -> int:
-    async with engine.connect() as connection:
-        return int(await connection.scalar(select(func.count()).select_from(Record)) or 0)
 
 
 async def test_workers_killed_mid_pull_lose_nothing_and_the_copy_matches_codat(
@@ -185,7 +181,13 @@ async def test_workers_killed_mid_pull_lose_nothing_and_the_copy_matches_codat(
             jobs, held_events = await _orphaned(engine, pid)
             kills.append(
                 Kill(
-                    round_ + 1, victim.name, pull, delay, jobs, held_events, await _records(engine)
+                    round_ + 1,
+                    victim.name,
+                    pull,
+                    delay,
+                    jobs,
+                    held_events,
+                    await count_rows(engine, "records"),
                 )
             )
             workers[slot] = processes.worker(f"worker-{slot}-{round_ + 1}", env)
@@ -196,9 +198,7 @@ async def test_workers_killed_mid_pull_lose_nothing_and_the_copy_matches_codat(
 
     rows = await event_rows(engine)
     jobs_by_status = await job_statuses(engine, "pull")
-    compared, problems = await local_copy_diff(
-        engine, fake, sorted(world.companies), list(world.data_types)
-    )
+    compared, problems = await local_copy_diff(engine, world)
     async with engine.connect() as db:
         reclaimed = await db.scalar(
             select(func.count())
