@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.cost [--companies 1000] [--records 200] [--database sqlite]
 
 Codat's daily quota is what the service spends. One process: the fake Codat
-(`tests/support/fake_codat.py`) served on loopback by `run_fake_codat` in a thread, the
+(`app/sandbox/fake_codat.py`) served on loopback by `run_fake_codat` in a thread, the
 service's own `Worker(ctx).run_until_idle()` in-process, events stored through
 `EventWriter` as the webhook route stores them, on a fresh database (a temp SQLite file,
 or `--database postgresql`: `CREATE DATABASE bench_cost_<random>`, dropped after). Every
@@ -79,11 +79,7 @@ from app.processing.context import Context
 from app.processing.freshness import SWEEP, SWEEP_KEY
 from app.processing.queue import enqueue_job
 from app.processing.worker import Worker
-from app.webhooks.envelope import parse_datetime
-from app.webhooks.route import incoming_event
-from app.webhooks.store import EventWriter
-from bench.receive import DEFAULT_PG_ADMIN_URL
-from tests.support.fake_codat import (
+from app.sandbox.fake_codat import (
     LIST_PATHS,
     FakeCall,
     FakeCodat,
@@ -96,6 +92,10 @@ from tests.support.fake_codat import (
     make_supplier,
     run_fake_codat,
 )
+from app.webhooks.envelope import parse_datetime
+from app.webhooks.route import incoming_event
+from app.webhooks.store import EventWriter
+from bench.receive import DEFAULT_PG_ADMIN_URL
 
 API_KEY = "bench-cost-api-key"
 SECRET = "whsec_YmVuY2gtY29zdC1zZWNyZXQtbm90LWZvci1wcm9k"

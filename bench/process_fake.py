@@ -2,7 +2,7 @@
 
     python -m bench.process_fake --port P [--delay 0.1] [--companies 50] [--operations N]
 
-`tests.support.fake_codat.FakeCodat` under uvicorn on 127.0.0.1 (its own interpreter,
+`app.sandbox.fake_codat.FakeCodat` under uvicorn on 127.0.0.1 (its own interpreter,
 so it does not share a GIL with the benchmark driver), answering every call after
 `--delay` seconds (`delay_all`). Before it listens it holds companies
 `company_id(0..C-1)` and, for each event index i below N, one Failed push operation
@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tests.support.fake_codat import FakeCodat
+from app.sandbox.fake_codat import FakeCodat
 
 CONNECTION_ID = "2e9d2c44-f675-40ba-8049-353bfcb5e171"
 CALLS_PATH = "/_bench/calls"

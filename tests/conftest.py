@@ -194,7 +194,7 @@ class Clock:
 
 @pytest.fixture(scope="session")
 def fake_codat_server() -> Iterator[tuple[Any, str]]:
-    from tests.support.fake_codat import FakeCodat, run_fake_codat
+    from app.sandbox.fake_codat import FakeCodat, run_fake_codat
 
     fake = FakeCodat(api_key=API_KEY)
     with run_fake_codat(fake) as base_url:

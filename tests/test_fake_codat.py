@@ -21,9 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import sample
-from tests.support import oas
-from tests.support.fake_codat import (
+from app.sandbox.fake_codat import (
     LIST_PATHS,
     FakeCodat,
     iso,
@@ -38,6 +36,8 @@ from tests.support.fake_codat import (
     make_tracking_category,
     run_fake_codat,
 )
+from tests.conftest import sample
+from tests.support import oas
 
 V1 = oas.PAYABLES_V1
 PLATFORM = oas.PLATFORM

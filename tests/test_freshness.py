@@ -20,8 +20,8 @@ from app.processing.context import Context
 from app.processing.freshness import SWEEP, SWEEP_KEY
 from app.processing.queue import enqueue_job
 from app.processing.worker import Worker
+from app.sandbox.fake_codat import FakeCodat, make_bill
 from tests.conftest import Clock, make_context, sample
-from tests.support.fake_codat import FakeCodat, make_bill
 from tests.support.flow import (
     COMPANY,
     CONNECTION,

@@ -25,8 +25,8 @@ from app.models import (
 )
 from app.processing.context import Context
 from app.processing.worker import Worker
+from app.sandbox.fake_codat import FakeCodat, make_bill
 from tests.conftest import Clock, count_rows, sample
-from tests.support.fake_codat import FakeCodat, make_bill
 from tests.support.flow import (
     COMPANY,
     CONNECTION,

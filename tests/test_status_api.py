@@ -18,8 +18,8 @@ from app.main import create_app, create_split_apps
 from app.models import EventStatus, WebhookEvent
 from app.processing.context import Context
 from app.processing.worker import Worker
+from app.sandbox.fake_codat import FakeCodat, make_bill
 from tests.conftest import Clock, make_settings, running, sample
-from tests.support.fake_codat import FakeCodat, make_bill
 from tests.support.flow import COMPANY, deliver, read_event, seed_company
 from tests.support.signing import TEST_SECRET, sign
 

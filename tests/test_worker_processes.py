@@ -24,10 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_engine
 from app.models import EventStatus, Record, WebhookEvent
+from app.sandbox.fake_codat import FakeCodat, make_bill
 from app.webhooks.route import incoming_event
 from app.webhooks.store import EventWriter
 from tests.conftest import API_KEY, PostgresDatabases, new_database_url, sample
-from tests.support.fake_codat import FakeCodat, make_bill
 from tests.support.ports import free_port
 from tests.support.signing import TEST_SECRET
 

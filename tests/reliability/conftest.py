@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_engine
+from app.sandbox.fake_codat import FakeCodat, run_fake_codat
 from tests.conftest import API_KEY, PostgresDatabases, new_database_url
 from tests.reliability.postgres import ThrowawayPostgres
 from tests.reliability.processes import Processes
 from tests.reliability.report import FULL_REPORT_PATH, Report
 from tests.reliability.sizes import SeededRandom, Size, current_size, full_size
-from tests.support.fake_codat import FakeCodat, run_fake_codat
 
 _written: list[Path] = []
 

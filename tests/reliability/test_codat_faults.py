@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.sandbox.fake_codat import FakeCall, FakeCodat
 from tests.reliability.checks import (
     event_rows,
     job_statuses,
@@ -25,7 +26,6 @@ from tests.reliability.report import Report, fmt, table
 from tests.reliability.sender import Sender
 from tests.reliability.sizes import SeededRandom, Size
 from tests.reliability.world import World
-from tests.support.fake_codat import FakeCall, FakeCodat
 
 pytestmark = pytest.mark.reliability
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.sandbox.fake_codat import FakeCodat
 from tests.reliability.checks import (
     event_rows,
     job_statuses,
@@ -34,7 +35,6 @@ from tests.reliability.report import Report, fmt
 from tests.reliability.sender import Delivery, Sender, at_steady_rate
 from tests.reliability.sizes import SeededRandom, Size
 from tests.reliability.world import World
-from tests.support.fake_codat import FakeCodat
 
 pytestmark = pytest.mark.reliability
 

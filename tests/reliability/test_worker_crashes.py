@@ -15,6 +15,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Job, WebhookEvent
+from app.sandbox.fake_codat import FakeCodat
 from tests.conftest import count_rows
 from tests.reliability.checks import (
     event_rows,
@@ -30,7 +31,6 @@ from tests.reliability.report import Report, fmt, table
 from tests.reliability.sender import Sender
 from tests.reliability.sizes import SeededRandom, Size
 from tests.reliability.world import World
-from tests.support.fake_codat import FakeCodat
 
 pytestmark = pytest.mark.reliability
 

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.support.fake_codat import FakeCodat, make_bill, make_bill_payment, make_supplier
+from app.sandbox.fake_codat import FakeCodat, make_bill, make_bill_payment, make_supplier
 
 DATA_TYPES = ("bills", "suppliers", "billPayments")
 

@@ -15,8 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Record, WebhookEvent
+from app.sandbox.fake_codat import FakeCodat, make_bill, make_supplier
 from tests.conftest import sample
-from tests.support.fake_codat import FakeCodat, make_bill, make_supplier
 from tests.support.signing import sign
 
 COMPANY = "0498e921-9b53-4396-a412-4f2f5983b0a2"

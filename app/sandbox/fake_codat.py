@@ -1,4 +1,5 @@
-"""An in-memory fake of Codat's REST API, served over real HTTP for tests.
+"""An in-memory fake of Codat's REST API, served over real HTTP: the tests' Codat, and
+the local sandbox `codat-webhooks sandbox` serves when there is no Codat account.
 
 Why: no machine here reaches Codat, yet the service's Codat client must be
 exercised end to end: paging through ``_links.next``, incremental

@@ -1,0 +1,1 @@
+"""A local stand-in for Codat: the fake the tests run against, servable on its own."""
