@@ -378,7 +378,7 @@ class Simulation:
         """A bill written through Codat: a Success push operation and its webhook."""
         now = self.clock.now
         number = next(self.write_number)
-        key, bill_id = f"push-{number:05}-{uuid.uuid4().hex[:8]}", f"bill-w{number}"
+        key, bill_id = str(uuid.uuid4()), f"bill-w{number}"
         self.bursts[(company.id, "bills")].append(now)
         self.pending[(company.id, "bills")].append(make_bill(bill_id))
         self.fake.add_push_operation(

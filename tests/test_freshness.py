@@ -26,6 +26,7 @@ from tests.support.flow import (
     COMPANY,
     CONNECTION,
     assert_local_copy_equals_fake,
+    codat_id,
     deliver,
     one,
     read_event,
@@ -39,7 +40,7 @@ def write_success(i: int = 0, *, data_type: str = "bills") -> dict[str, Any]:
     body = copy.deepcopy(sample("bills.write.successful"))
     body["id"] = str(uuid.uuid4())
     body["eventType"] = f"{data_type}.write.successful"
-    body["payload"]["id"] = f"push-{uuid.uuid4().hex[:8]}-{i}"
+    body["payload"]["id"] = str(uuid.uuid4())
     body["payload"]["referenceCompany"]["id"] = COMPANY
     body["payload"]["connectionId"] = CONNECTION
     return body
@@ -156,13 +157,16 @@ async def test_reconcile_catches_up_a_missed_read_completed(
     assert len(push_lists) == 1, "push operations are listed once a RECONCILE_PUSH_INTERVAL"
 
 
+MISSED = codat_id("push", 1)
+
+
 async def test_reconcile_finds_a_missed_failed_write_and_its_errors(
     engine: AsyncEngine, ctx: Context, fake_codat: FakeCodat, clock: Clock
 ) -> None:
     fake_codat.add_company(COMPANY, CONNECTION)
     fake_codat.add_push_operation(
         COMPANY,
-        key="push-missed",
+        key=MISSED,
         data_type="bills",
         status="Failed",
         requested=clock.now - timedelta(hours=1),
@@ -171,7 +175,7 @@ async def test_reconcile_finds_a_missed_failed_write_and_its_errors(
     )
     fake_codat.add_push_operation(
         COMPANY,
-        key="push-pending",
+        key=codat_id("push", 2),
         data_type="bills",
         status="Pending",
         requested=clock.now - timedelta(minutes=1),
@@ -181,14 +185,14 @@ async def test_reconcile_finds_a_missed_failed_write_and_its_errors(
 
         await request_reconcile(session, COMPANY, clock.now)
     await Worker(ctx).run_until_idle()
-    outcome = await one(engine, WriteOutcome, WriteOutcome.push_operation_key == "push-missed")
+    outcome = await one(engine, WriteOutcome, WriteOutcome.push_operation_key == MISSED)
     assert (outcome.status, outcome.source) == ("Failed", "reconcile")
     assert outcome.error_message == "Tax rate not found"
     assert outcome.validation["errors"][0]["itemId"] == "TaxRateRef"
-    assert fake_codat.calls_to("/push/push-missed"), "the failure's detail was fetched"
+    assert fake_codat.calls_to(f"/push/{MISSED}"), "the failure's detail was fetched"
     async with engine.connect() as connection:
         keys = (await connection.execute(select(WriteOutcome.push_operation_key))).scalars().all()
-    assert list(keys) == ["push-missed"], "a pending operation may still get its webhook"
+    assert list(keys) == [MISSED], "a pending operation may still get its webhook"
     company = await one(engine, Company, Company.id == COMPANY)
     assert company.write_catch_ups == 1
 
@@ -204,15 +208,15 @@ async def stale_companies(
     overdue = set()
     async with ctx.sessions.begin() as session:
         for i in range(count):
-            company_id = f"company-{i:02}"
-            fake.add_company(company_id, f"conn-{i:02}")
+            company_id, connection_id = codat_id("company", i), codat_id("connection", i)
+            fake.add_company(company_id, connection_id)
             await ensure_company(session, company_id, old)
             for data_type in BILL_PAY_DATA_TYPES["async"]:
                 session.add(
                     DataTypeState(
                         company_id=company_id,
                         data_type=data_type,
-                        connection_id=f"conn-{i:02}",
+                        connection_id=connection_id,
                         record_count=0,
                         last_pulled_at=old,
                         last_read_at=old,

@@ -31,6 +31,7 @@ from tests.support.flow import (
     COMPANY,
     CONNECTION,
     assert_local_copy_equals_fake,
+    codat_id,
     deliver,
     events,
     local_records,
@@ -469,7 +470,7 @@ async def test_stopping_hands_back_what_was_claimed_ahead_unspent(
         worker_shutdown_grace_seconds=0.1,
     )
     for company in range(3):
-        await deliver(client, failed_write(fake_codat, ctx, f"company-{company}"))
+        await deliver(client, failed_write(fake_codat, ctx, codat_id("company", company)))
     fake_codat.delay_all = 3.0
     stop = asyncio.Event()
     running = asyncio.create_task(Worker(ctx).run(stop))
@@ -518,7 +519,7 @@ async def test_events_claimed_ahead_are_handed_back_when_no_slot_frees(
         worker_poll_interval=60,  # no second claim while we look
     )
     for company in range(3):
-        await deliver(client, failed_write(fake_codat, ctx, f"company-{company}"))
+        await deliver(client, failed_write(fake_codat, ctx, codat_id("company", company)))
     fake_codat.delay_all = 3.0
     stop = asyncio.Event()
     running = asyncio.create_task(Worker(ctx).run(stop))

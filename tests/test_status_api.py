@@ -20,7 +20,7 @@ from app.processing.context import Context
 from app.processing.worker import Worker
 from app.sandbox.fake_codat import FakeCodat, make_bill
 from tests.conftest import Clock, make_settings, running, sample
-from tests.support.flow import COMPANY, deliver, read_event, seed_company
+from tests.support.flow import COMPANY, codat_id, deliver, read_event, seed_company
 from tests.support.signing import TEST_SECRET, sign
 
 TOKEN = "status-token-for-tests"
@@ -96,8 +96,8 @@ async def deliver_many(client: httpx.AsyncClient) -> None:
     for i in range(5):
         body = sample("bills.write.successful")
         body["id"] = f"write-{i}"
-        body["payload"]["id"] = f"push-{i}"
-        body["payload"]["referenceCompany"]["id"] = "another-company"
+        body["payload"]["id"] = codat_id("push", i)
+        body["payload"]["referenceCompany"]["id"] = codat_id("company", 2)
         await deliver(client, body)
     for i in range(3):
         body = read_event("read.completed", [("bills", "Complete", False)])

@@ -28,6 +28,7 @@ from app.sandbox.fake_codat import FakeCodat, make_bill
 from app.webhooks.route import incoming_event
 from app.webhooks.store import EventWriter
 from tests.conftest import API_KEY, PostgresDatabases, new_database_url, sample
+from tests.support.flow import codat_id
 from tests.support.ports import free_port
 from tests.support.signing import TEST_SECRET
 
@@ -178,8 +179,8 @@ async def _job_done(engine: AsyncEngine) -> bool:
 def write_event(i: int) -> dict[str, Any]:
     body = sample("bills.write.successful")
     body["id"] = str(uuid.uuid4())
-    body["payload"]["id"] = f"push-{i:04}"
-    body["payload"]["referenceCompany"]["id"] = f"company-{i % 50:02}"
+    body["payload"]["id"] = codat_id("push", i)
+    body["payload"]["referenceCompany"]["id"] = codat_id("company", i % 50)
     return body
 
 

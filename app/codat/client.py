@@ -31,6 +31,7 @@ from app.codat.errors import (
     CodatUnavailable,
 )
 from app.codat.gate import PauseGate
+from app.codat.ids import id_segment, segment
 from app.metrics import CODAT_CALLS
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,8 @@ class CodatClient:
     # -- write outcomes -----------------------------------------------------------------
 
     async def push_operation(self, company_id: str, push_operation_key: str) -> dict[str, Any]:
-        path = f"/companies/{company_id}/push/{push_operation_key}"
+        company = id_segment(company_id, "company id")
+        path = f"/companies/{company}/push/{id_segment(push_operation_key, 'push operation key')}"
         return await self._json("GET", path, company_id, "push:get")
 
     def push_operations(
@@ -158,7 +160,8 @@ class CodatClient:
             "query": f"requestedOnUtc>{codat_time(requested_since)}",
             "orderBy": "requestedOnUtc",
         }
-        return self._paged(f"/companies/{company_id}/push", company_id, "push:list", first_page)
+        path = f"/companies/{id_segment(company_id, 'company id')}/push"
+        return self._paged(path, company_id, "push:list", first_page)
 
     # -- freshness ----------------------------------------------------------------------
 
@@ -169,9 +172,10 @@ class CodatClient:
         params: dict[str, str | int] | None = (
             {"connectionId": connection_id} if connection_id else None
         )
+        company = id_segment(company_id, "company id")
         await self._json(
             "POST",
-            f"/companies/{company_id}/data/queue/{data_type}",
+            f"/companies/{company}/data/queue/{segment(data_type)}",
             company_id,
             "refresh:queue",
             params=params,
@@ -179,7 +183,8 @@ class CodatClient:
 
     async def data_status(self, company_id: str) -> dict[str, Any]:
         """Codat's view of each data type: `{dataType: {lastSuccessfulSync, currentStatus}}`."""
-        return await self._json("GET", f"/companies/{company_id}/dataStatus", company_id, "status")
+        path = f"/companies/{id_segment(company_id, 'company id')}/dataStatus"
+        return await self._json("GET", path, company_id, "status")
 
     async def webhook_consumers(self) -> list[dict[str, Any]]:
         body = await self._json("GET", "/webhooks", None, "webhooks:list")

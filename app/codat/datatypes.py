@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
+
+from app.codat.ids import id_segment
 
 Variant = Literal["async", "sync"]
 
@@ -41,18 +44,22 @@ PULLABLE_DATA_TYPES = (
 
 
 def list_path(company_id: str, data_type: str, connection_id: str | None) -> str:
+    """Where a data type is read; ids are checked and encoded (`app/codat/ids.py`)."""
+    company = f"/companies/{id_segment(company_id, 'company id')}"
     if data_type in CONNECTION_SCOPED_TYPES:
         if not connection_id:
             raise ValueError(f"{data_type} is read per connection: a connection id is needed")
-        return (
-            f"/companies/{company_id}/connections/{connection_id}/"
-            + CONNECTION_SCOPED_TYPES[data_type]
-        )
+        connection = id_segment(connection_id, "connection id")
+        return f"{company}/connections/{connection}/{CONNECTION_SCOPED_TYPES[data_type]}"
     if data_type in SINGLE_OBJECT_TYPES:
-        return f"/companies/{company_id}/{SINGLE_OBJECT_TYPES[data_type]}"
+        return f"{company}/{SINGLE_OBJECT_TYPES[data_type]}"
     if data_type not in _LIST_PATHS:
         raise ValueError(f"no known read path for data type {data_type!r}")
-    return f"/companies/{company_id}/{_LIST_PATHS[data_type]}"
+    return f"{company}/{_LIST_PATHS[data_type]}"
+
+
+# `{dataType}.write.successful` / `.unsuccessful` (CODAT.md §1.3).
+WRITE_EVENT = re.compile(r"(\w+)\.write\.(successful|unsuccessful)")
 
 
 def write_data_type(name: str) -> str:

@@ -36,3 +36,11 @@ class CodatRequestError(CodatError):
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(f"Codat answered {status_code}: {message}")
         self.status_code = status_code
+
+
+class NotACodatId(CodatRequestError):
+    """An id Codat cannot have made (not a UUID): refused before any call, as Codat would."""
+
+    def __init__(self, what: str) -> None:
+        CodatError.__init__(self, f"{what} is not a Codat id (a UUID): no call made")
+        self.status_code = 400

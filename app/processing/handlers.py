@@ -11,7 +11,6 @@ company and data type collapse into one and never run twice at once.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +19,12 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES, write_data_type
+from app.codat.datatypes import (
+    BILL_PAY_DATA_TYPES,
+    PULLABLE_DATA_TYPES,
+    WRITE_EVENT,
+    write_data_type,
+)
 from app.models import DataTypeState, EventStatus, WebhookEvent
 from app.processing.context import Context, InvalidEvent
 from app.processing.freshness import request_write_refresh, retry_failed_read
@@ -41,7 +45,6 @@ from app.webhooks.envelope import Envelope, parse_datetime
 
 log = logging.getLogger(__name__)
 
-WRITE_EVENT = re.compile(r"^(\w+)\.write\.(successful|unsuccessful)$")
 COMPLETE = "Complete"
 
 
@@ -203,7 +206,7 @@ async def handle_read_completed(ctx: Context, delivered: Delivered) -> Outcome:
 
 
 async def handle_write(ctx: Context, delivered: Delivered) -> Outcome:
-    match = WRITE_EVENT.match(delivered.envelope.eventType)
+    match = WRITE_EVENT.fullmatch(delivered.envelope.eventType)
     assert match is not None
     data_type, successful = write_data_type(match[1]), match[2] == "successful"
     payload = delivered.payload
@@ -336,7 +339,7 @@ HANDLERS: dict[str, Handler] = {
 def handler_for(event_type: str) -> Handler:
     if event_type in HANDLERS:
         return HANDLERS[event_type]
-    if WRITE_EVENT.match(event_type):
+    if WRITE_EVENT.fullmatch(event_type):
         return handle_write
     if event_type.startswith("connection."):
         return handle_connection
@@ -348,7 +351,7 @@ def handler_for(event_type: str) -> Handler:
 def serial_key(event: WebhookEvent) -> str:
     """Events sharing a key never run at once in one worker: same company and data type."""
     event_type = event.event_type or ""
-    match = WRITE_EVENT.match(event_type)
+    match = WRITE_EVENT.fullmatch(event_type)
     topic = write_data_type(match[1]) if match else event_type
     return f"{event.company_id}:{topic}"
 

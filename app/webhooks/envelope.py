@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.codat.datatypes import WRITE_EVENT
+from app.codat.ids import is_codat_id
 
 
 class Envelope(BaseModel):
@@ -32,8 +36,9 @@ class EventFacts:
     unprocessable: str | None = None
 
 
-def parse_datetime(value: object) -> datetime | None:
-    """Lenient ISO-8601: Codat's dates vary in precision; a bad one becomes None."""
+def _as_utc(value: object) -> datetime | None:
+    """ISO-8601 as UTC; None if unreadable; OverflowError if it has no UTC form (year 1
+    at +01:00, year 9999 at -01:00)."""
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -43,8 +48,12 @@ def parse_datetime(value: object) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _short_id(value: object) -> str | None:
-    return value if isinstance(value, str) and 0 < len(value) <= 255 else None
+def parse_datetime(value: object) -> datetime | None:
+    """Lenient ISO-8601: Codat's dates vary in precision; a bad one becomes None."""
+    try:
+        return _as_utc(value)
+    except OverflowError:
+        return None
 
 
 def _get(mapping: object, *keys: str) -> object:
@@ -55,19 +64,44 @@ def _get(mapping: object, *keys: str) -> object:
     return mapping
 
 
-def company_id_of(event_type: str, payload: dict[str, Any]) -> str | None:
+def _company_id_field(event_type: str, payload: dict[str, Any]) -> tuple[str, object]:
+    """CODAT.md §1: `referenceCompany.id`, or `payload.id` for `company.*` events."""
     if event_type.startswith("company."):
-        return _short_id(payload.get("id"))
-    return _short_id(_get(payload, "referenceCompany", "id"))
+        return "payload.id", payload.get("id")
+    return "payload.referenceCompany.id", _get(payload, "referenceCompany", "id")
+
+
+def _connection_id_fields(payload: dict[str, Any]) -> Iterator[tuple[str, object]]:
+    yield "payload.connectionId", payload.get("connectionId")
+    yield "payload.connection.id", _get(payload, "connection", "id")
+    data_types = payload.get("dataTypes")
+    if isinstance(data_types, list):
+        for item in data_types:
+            yield "payload.dataTypes[].connectionId", _get(item, "connectionId")
+
+
+def odd_id(event_type: str, payload: dict[str, Any]) -> str | None:
+    """Where the payload holds an id Codat cannot have made (not a UUID), if it does: every
+    id the worker may put into a call to Codat (a write event's `payload.id` is the push
+    operation key)."""
+    ids = [_company_id_field(event_type, payload), *_connection_id_fields(payload)]
+    if WRITE_EVENT.fullmatch(event_type):
+        ids.append(("payload.id", payload.get("id")))
+    for where, value in ids:
+        if value is not None and not is_codat_id(value):
+            return where
+    return None
+
+
+def company_id_of(event_type: str, payload: dict[str, Any]) -> str | None:
+    _, company_id = _company_id_field(event_type, payload)
+    return company_id if is_codat_id(company_id) else None
 
 
 def connection_id_of(payload: dict[str, Any]) -> str | None:
-    direct = _short_id(payload.get("connectionId")) or _short_id(_get(payload, "connection", "id"))
-    if direct:
-        return direct
-    data_types = payload.get("dataTypes")
-    if isinstance(data_types, list) and data_types:
-        return _short_id(_get(data_types[0], "connectionId"))
+    for _, value in _connection_id_fields(payload):
+        if is_codat_id(value):
+            return value
     return None
 
 
@@ -79,10 +113,19 @@ def read_facts(body: bytes) -> EventFacts:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         return EventFacts(unprocessable=f"not a Codat envelope: {where}: {first['msg']}"[:500])
+    event_type, payload = envelope.eventType, envelope.payload
+    unprocessable: str | None = None
+    try:
+        generated_at = _as_utc(envelope.generatedDate)
+    except OverflowError:
+        generated_at, unprocessable = None, "generatedDate has no UTC form (out of range)"
+    if (odd := odd_id(event_type, payload)) is not None:
+        unprocessable = f"{odd} is not a Codat id (a UUID)"
     return EventFacts(
         event_id=envelope.id,
-        event_type=envelope.eventType,
-        company_id=company_id_of(envelope.eventType, envelope.payload),
-        connection_id=connection_id_of(envelope.payload),
-        generated_at=parse_datetime(envelope.generatedDate),
+        event_type=event_type,
+        company_id=company_id_of(event_type, payload),
+        connection_id=connection_id_of(payload),
+        generated_at=generated_at,
+        unprocessable=unprocessable,
     )

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tests.reliability.events import encode, read_completed, unknown_event
+from tests.reliability.events import encode, read_completed, unknown_event, write_event
 from tests.support.signing import ROTATED_SECRET, TEST_SECRET, WRONG_SECRET
 
 Header = tuple[str, str | bytes]
@@ -155,6 +155,7 @@ def cases(limit: int) -> Iterator[Case]:
     yield from _methods()
     yield from _content_types()
     yield from _unreadable(limit)
+    yield from _hostile_payloads()
     yield from _controls(limit)
 
 
@@ -502,7 +503,6 @@ def _unreadable(limit: int) -> Iterator[Case]:
     hostile_but_valid = {
         "a 900 KB string in the payload": envelope_with(payload={"note": "x" * 900_000}),
         "200,000 emoji in the payload": envelope_with(payload={"note": "\U0001f4b8" * 200_000}),
-        "a 100 KB company id": envelope_with(payload={"referenceCompany": {"id": "c" * 100_000}}),
         "arrays nested 100 deep": envelope_with(payload={"a": 0}).replace(
             b'"a": 0', b'"a": ' + b"[" * 100 + b"]" * 100
         ),
@@ -512,6 +512,44 @@ def _unreadable(limit: int) -> Iterator[Case]:
     }
     for name, body in hostile_but_valid.items():
         yield accepted("signed, hostile but an envelope", name, signed(body), body)
+
+
+def _write_with(**payload: Any) -> bytes:
+    event = write_event(COMPANY, CONNECTION, "a9367074-b5c3-42c4-9be4-be129f43577e")
+    event["payload"] |= payload
+    return encode(event)
+
+
+def _hostile_payloads() -> Iterator[Case]:
+    """Signed envelopes whose content would steer or break the worker (issue 16): kept
+    aside as `unprocessable`, never processed, never a 5xx."""
+    traversal = "x/../../../webhooks?"
+    odd_company = {
+        "a path as company id (x/../../../webhooks?)": traversal,
+        "a company id that is not a UUID (company-04)": "company-04",
+        "a 100 KB company id": "c" * 100_000,
+        "a company id holding a NUL": COMPANY + "\x00",
+        "a numeric company id": 7,
+    }
+    for name, company_id in odd_company.items():
+        body = envelope_with(payload={"referenceCompany": {"id": company_id}})
+        yield accepted("signed, odd ids", name, signed(body), body, UNPROCESSABLE, UNPROCESSABLE)
+    odd_write = {
+        "a path as push operation key": _write_with(id=traversal),
+        "a path as connection id": _write_with(connectionId="../../../webhooks"),
+    }
+    for name, body in odd_write.items():
+        yield accepted("signed, odd ids", name, signed(body), body, UNPROCESSABLE, UNPROCESSABLE)
+    for generated in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
+        body = envelope_with(generatedDate=generated)
+        yield accepted(
+            "signed, dates at the edge of the calendar",
+            f"generatedDate {generated} (no UTC form)",
+            signed(body),
+            body,
+            UNPROCESSABLE,
+            UNPROCESSABLE,
+        )
 
 
 def _controls(limit: int) -> Iterator[Case]:

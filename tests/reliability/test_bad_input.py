@@ -181,6 +181,10 @@ def test_generated_bad_input_gets_the_documented_answer_and_stores_nothing(
         "405: GET, HEAD, PUT, PATCH, DELETE, OPTIONS",
         "2xx, one row `unprocessable`: correctly signed bodies that are not JSON or not an "
         "envelope (including nesting past the parser's depth limit)",
+        "2xx, one row `unprocessable`: correctly signed envelopes that would steer or break "
+        "the worker: ids that are not Codat's (a path such as `x/../../../webhooks?`, "
+        "`company-04`, a NUL), a `generatedDate` with no UTC form "
+        "(`9999-12-31T23:59:59-01:00`)",
         "2xx, one row `pending`: correctly signed envelopes with hostile content (huge "
         "strings, NaN, duplicate keys) and signed deliveries with any content type: the "
         "signature is checked, the content type is not trusted (documented behaviour)",

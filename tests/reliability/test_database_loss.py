@@ -45,7 +45,8 @@ def make_event(rng: SeededRandom, n: int) -> tuple[str, dict[str, Any]]:
         modified = {"bills": False, "suppliers": False}
         return "read.completed", read_completed(company, CONNECTION, modified)
     if roll < 0.7:
-        return "bills.write.successful", write_event(company, CONNECTION, f"push-{n}")
+        push_key = f"10000000-0000-4000-8000-{n:012}"
+        return "bills.write.successful", write_event(company, CONNECTION, push_key)
     if roll < 0.85:
         return "connection.*", connection_event(company, CONNECTION, connected=roll < 0.8)
     return "unknown type", unknown_event(company)

@@ -57,9 +57,9 @@ def make_event(kind: str, world: World, rng: SeededRandom, n: int) -> dict[str, 
         modified = {t: rng.random() < 0.5 for t in world.data_types}
         return read_completed(company, connection, modified)
     if kind == "bills.write.successful":
-        return write_event(company, connection, f"push-ok-{n}")
+        return write_event(company, connection, f"10000000-0000-4000-8000-{n:012}")
     if kind == "bills.write.unsuccessful":
-        key = f"push-failed-{n}"
+        key = f"20000000-0000-4000-8000-{n:012}"
         world.fake.add_push_operation(
             company,
             key=key,

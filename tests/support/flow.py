@@ -23,6 +23,12 @@ COMPANY = "0498e921-9b53-4396-a412-4f2f5983b0a2"
 CONNECTION = "2e9d2c44-f675-40ba-8049-353bfcb5e171"
 
 
+def codat_id(kind: str, number: int = 0) -> str:
+    """An id of Codat's shape (a UUID, app/codat/ids.py), the same for the same kind and
+    number: `codat_id("company", 3)`."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}-{number}"))
+
+
 def read_event(
     event_type: str,
     data_types: list[tuple[str, str, bool]],

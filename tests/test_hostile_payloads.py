@@ -1,0 +1,181 @@
+"""Signed but hostile payloads (issue 16, "with a signed payload"): Codat's own bugs look
+like these too. Each is kept, never a 500, and never lets a payload steer a call to
+Codat; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.codat.client import CodatClient
+from app.codat.errors import NotACodatId
+from app.codat.ids import is_codat_id, segment
+from app.models import EventStatus, WriteOutcome
+from app.processing.context import Context
+from app.processing.worker import Worker
+from app.sandbox.fake_codat import FakeCodat
+from tests.conftest import sample
+from tests.support.flow import COMPANY, events, one, read_event, seed_company
+from tests.support.signing import sign
+
+URL = "/webhooks/codat"
+TRAVERSAL = "x/../../../webhooks?"
+
+
+async def post(client: httpx.AsyncClient, body: dict[str, Any]) -> httpx.Response:
+    raw = json.dumps(body).encode()
+    return await client.post(URL, content=raw, headers=sign(raw))
+
+
+# -- ids and URLs ---------------------------------------------------------------------
+
+
+def test_codat_ids_are_uuids_as_codat_writes_them() -> None:
+    assert is_codat_id(COMPANY)
+    assert is_codat_id("8a210b68-6988-11ed-a1eb-0242ac120002")  # Codat's own, version 1
+    assert is_codat_id(COMPANY.upper())
+    for odd in (
+        "company-04",
+        TRAVERSAL,
+        "..",
+        "",
+        COMPANY + "\n",
+        COMPANY.replace("-", ""),
+        "{" + COMPANY + "}",
+        "0498e921-9b53-4396-a412-4f2f5983b0a2\x00",
+        None,
+        42,
+    ):
+        assert not is_codat_id(odd), odd
+
+
+def test_a_path_segment_cannot_leave_its_place() -> None:
+    for value in (TRAVERSAL, "..", ".", "a/b", "a?b", "a#b", "%2e%2e", "a b"):
+        encoded = segment(value)
+        assert "/" not in encoded and "?" not in encoded and "#" not in encoded, value
+        assert encoded.strip(".") != "", value
+    assert segment("bills") == "bills"
+
+
+async def test_the_client_refuses_odd_ids_and_encodes_every_segment() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={})
+
+    client = CodatClient(api_key="k", transport=httpx.MockTransport(answer))
+    try:
+        for call in (
+            client.push_operation(TRAVERSAL, "a9367074-b5c3-42c4-9be4-be129f43577e"),
+            client.push_operation(COMPANY, "../../../webhooks"),
+            client.data_status(".."),
+            client.queue_refresh(TRAVERSAL, "bills", None),
+        ):
+            with pytest.raises(NotACodatId):
+                await call
+        with pytest.raises(NotACodatId):
+            async for _ in client.pages(COMPANY, "bankAccounts", connection_id="../x"):
+                pass
+        assert seen == [], "no call is made with an odd id"
+        await client.queue_refresh(COMPANY, "../../../webhooks?", None)
+        [request] = seen
+        assert request.url.raw_path.startswith(f"/companies/{COMPANY}/data/queue/".encode())
+        assert b"/webhooks" not in request.url.raw_path
+    finally:
+        await client.aclose()
+
+
+def write_event_with(where: str, odd: object) -> dict[str, Any]:
+    body = copy.deepcopy(sample("bills.write.unsuccessful"))
+    payload = body["payload"]
+    if where == "company":
+        payload["referenceCompany"]["id"] = odd
+    elif where == "connection":
+        payload["connectionId"] = odd
+    else:
+        payload["id"] = odd  # the push operation key
+    return body
+
+
+@pytest.mark.parametrize(
+    ("where", "odd"),
+    [
+        ("company", TRAVERSAL),
+        ("company", "company-04"),
+        ("company", 7),
+        ("connection", "../../webhooks"),
+        ("push operation key", "../../../webhooks?"),
+    ],
+)
+async def test_an_event_with_an_id_codat_cannot_have_made_is_kept_and_never_processed(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    ctx: Context,
+    fake_codat: FakeCodat,
+    where: str,
+    odd: object,
+) -> None:
+    body = write_event_with(where, odd)
+    response = await post(client, body)
+    assert response.status_code == 200
+    assert response.json() == {"status": "unprocessable"}
+    [event] = await events(engine)
+    assert event.status == EventStatus.UNPROCESSABLE
+    assert event.next_attempt_at is None, "never offered to the worker"
+    assert "is not a Codat id" in (event.last_error or "")
+    assert event.company_id in (None, body["payload"]["referenceCompany"]["id"])
+    assert event.connection_id in (None, body["payload"]["connectionId"])
+    await Worker(ctx).run_until_idle()
+    assert fake_codat.calls == [], "nothing was asked of Codat"
+
+
+async def test_a_read_event_naming_a_path_as_company_makes_no_call(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context, fake_codat: FakeCodat
+) -> None:
+    """The attack of the review: before, the worker sent GET /webhooks with the API key
+    and stored the answer as the company's data."""
+    seed_company(fake_codat)
+    body = read_event("read.completed", [("bills", "Complete", True)])
+    body["payload"]["referenceCompany"]["id"] = TRAVERSAL
+    assert (await post(client, body)).json() == {"status": "unprocessable"}
+    await Worker(ctx).run_until_idle()
+    assert fake_codat.calls == []
+
+
+# -- dates at the edge of the calendar ------------------------------------------------
+
+
+@pytest.mark.parametrize("generated", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+async def test_a_generated_date_with_no_utc_form_is_unprocessable_not_a_500(
+    client: httpx.AsyncClient, engine: AsyncEngine, generated: str
+) -> None:
+    body = read_event("read.completed", [("bills", "Complete", True)], generated=generated)
+    response = await post(client, body)
+    assert response.status_code == 200
+    assert response.json() == {"status": "unprocessable"}
+    [event] = await events(engine)
+    assert event.status == EventStatus.UNPROCESSABLE
+    assert "generatedDate" in (event.last_error or "")
+
+
+async def test_payload_dates_with_no_utc_form_are_read_as_missing(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context, fake_codat: FakeCodat
+) -> None:
+    body = copy.deepcopy(sample("bills.write.successful"))
+    body["id"] = str(uuid.uuid4())
+    body["payload"]["requestedOnDate"] = "0001-01-01T00:00:00+01:00"
+    body["payload"]["completedOnDate"] = "9999-12-31T23:59:59-01:00"
+    assert (await post(client, body)).json() == {"status": "stored"}
+    await Worker(ctx).run_until_idle()
+    [event] = await events(engine)
+    assert event.status == EventStatus.PROCESSED, event.last_error
+    key = body["payload"]["id"]
+    outcome = await one(engine, WriteOutcome, WriteOutcome.push_operation_key == key)
+    assert outcome.requested_at is None and outcome.completed_at is None
