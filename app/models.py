@@ -254,6 +254,6 @@ class RateLimitState(Base):
     quota_remaining: Mapped[int | None] = mapped_column(Integer)
     event_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
-    # What the freshness sweep has spent of its share of today's quota (UTC day).
-    sweep_day: Mapped[str | None] = mapped_column(String(10))
-    sweep_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What the freshness sweep spent, by the hour it began ("2026-11-30T04:00:00+00:00"),
+    # for the last 24 hours only: its share is checked over a rolling window.
+    sweep_spent: Mapped[dict[str, int] | None] = mapped_column(JSONType)

@@ -176,7 +176,10 @@ API_KEY = "test-codat-api-key-do-not-log"
 
 
 class Clock:
-    """Real time plus an offset the tests move, so no test sleeps to see time pass."""
+    """Real time plus an offset the tests move, so no test sleeps to see time pass.
+
+    `set` pins it: logic that depends on the time of day is tested from fixed times,
+    never from whatever hour the suite happens to run at."""
 
     def __init__(self) -> None:
         self.offset = timedelta(0)
@@ -190,6 +193,9 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.offset += timedelta(seconds=seconds)
+
+    def set(self, moment: datetime) -> None:
+        self.offset = moment - datetime.now(UTC)
 
 
 @pytest.fixture(scope="session")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import math
 from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, not_, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES
@@ -29,6 +30,7 @@ from app.webhooks.envelope import parse_datetime
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+WINDOW = timedelta(days=1)  # the sweep's share is of a day's quota, over any 24 hours
 
 REFRESH, SWEEP, RECONCILE = "refresh", "sweep", "reconcile"
 SWEEP_KEY = "sweep"
@@ -150,7 +152,7 @@ def daily_quota(ctx: Context, state: RateLimitState | None, companies: int) -> i
 
 async def run_sweep(ctx: Context, job: Job) -> None:
     """Each interval: reconcile the companies due for it (a share of them, so reconciles do
-    not come in waves), and, within the sweep's share of today's quota, send companies with
+    not come in waves), and, within the sweep's share of the quota, send companies with
     overdue Bill Pay types to reconcile with those types to refresh. Re-arms itself.
 
     Overdue data goes through reconcile rather than straight to a refresh: if Codat has
@@ -171,16 +173,16 @@ async def run_sweep(ctx: Context, job: Job) -> None:
         for company_id in await _due_for_reconcile(session, ctx, now, companies):
             await request_reconcile(session, company_id, now)
 
-        budget_left = _sweep_budget_left(ctx, state, companies, now)
-        overdue: dict[str, list[str]] = {}
-        for data_type_state in await _overdue(session, ctx, now, limit=budget_left):
-            overdue.setdefault(data_type_state.company_id, []).append(data_type_state.data_type)
-            # Stamped now so the next sweep does not ask again before Codat has answered.
-            data_type_state.last_refresh_requested_at = now
-        for company_id, data_types in overdue.items():
-            await request_reconcile(session, company_id, now, refresh=data_types)
-        # At most a data-status read per company and a refresh per type.
-        spent = len(overdue) + sum(len(types) for types in overdue.values())
+        budget = sweep_budget(ctx, state, companies, now)
+        overdue = await _overdue_by_company(session, ctx, now, budget)
+        for company_id, types in overdue.items():
+            for data_type_state in types:
+                # Stamped now so the next sweep does not ask again before Codat has answered.
+                data_type_state.last_refresh_requested_at = now
+            await request_reconcile(
+                session, company_id, now, refresh=[t.data_type for t in types]
+            )
+        spent = sum(sweep_cost(len(types)) for types in overdue.values())
         await _spend_sweep_budget(session, state, now, spent)
     if overdue:
         log.info("sweep found overdue data", extra={"companies": len(overdue), "calls": spent})
@@ -205,32 +207,113 @@ async def _due_for_reconcile(
     return list((await session.scalars(query)).all())
 
 
-def _sweep_budget_left(
+@dataclass(frozen=True)
+class SweepBudget:
+    """What one sweep may spend: `pace` spreads the share evenly over the day, `room` is
+    what is left of the share in the last 24 hours (a hard cap)."""
+
+    pace: int
+    room: int
+
+
+def sweep_cost(data_types: int) -> int:
+    """A company's data-status read (its reconcile) plus a refresh per overdue type."""
+    return 1 + data_types if data_types else 0
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _spent_in_window(spent: dict[str, int] | None, now: datetime) -> dict[str, int]:
+    """The hourly tallies that may overlap the 24 hours before `now`.
+
+    An hour that began more than 25 hours ago lies wholly outside the window; the one
+    that began 24-25 hours ago is still counted, so the cap errs on the safe side."""
+    since = _hour(now) - WINDOW
+    return {
+        hour: calls
+        for hour, calls in (spent or {}).items()
+        if datetime.fromisoformat(hour) >= since
+    }
+
+
+def sweep_budget(
     ctx: Context, state: RateLimitState | None, companies: int, now: datetime
-) -> int:
-    """The day's share, spread evenly: by this hour, at most hours/24 of it is spent."""
-    share = daily_quota(ctx, state, companies) * ctx.settings.sweep_quota_share
-    spent = state.sweep_calls if state and state.sweep_day == now.date().isoformat() else 0
-    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    interval = ctx.settings.sweep_interval
-    elapsed = min(timedelta(days=1), now - midnight + interval)
-    allowed_by_now = int(share * (elapsed / timedelta(days=1)))
-    return max(0, min(int(share), allowed_by_now) - spent)
+) -> SweepBudget:
+    """A rolling 24-hour window, not the calendar day: a day started at any hour gets the
+    same share. (Codat's own quota resets at 00:00 UTC; a rolling window is never looser.)"""
+    share = int(daily_quota(ctx, state, companies) * ctx.settings.sweep_quota_share)
+    spent = sum(_spent_in_window(state.sweep_spent if state else None, now).values())
+    pace = math.ceil(share * (ctx.settings.sweep_interval / WINDOW))
+    return SweepBudget(pace=pace, room=max(0, share - spent))
+
+
+async def _overdue_by_company(
+    session: AsyncSession, ctx: Context, now: datetime, budget: SweepBudget
+) -> dict[str, list[DataTypeState]]:
+    """Whole companies, stalest first, while their cost fits the pace and the room.
+
+    A company's types go in one sweep, so its data-status read is paid once: picking
+    types one by one let that overhead spend the share before every type was asked for.
+    The first company always goes if the room allows, so a pace below one company's cost
+    still makes progress; one bigger than the whole room goes in part."""
+    if budget.room < sweep_cost(1):
+        return {}
+    overdue = _overdue_condition(ctx, now)
+    stalest = func.min(func.coalesce(DataTypeState.last_pulled_at, EPOCH))
+    # Each company costs at least two calls: no more can fit than room // 2.
+    company_ids = list(
+        await session.scalars(
+            select(DataTypeState.company_id)
+            .join(Company, Company.id == DataTypeState.company_id)
+            .where(*overdue)
+            .group_by(DataTypeState.company_id)
+            .order_by(stalest, DataTypeState.company_id)
+            .limit(budget.room // sweep_cost(1))
+        )
+    )
+    if not company_ids:
+        return {}
+    by_company: dict[str, list[DataTypeState]] = {company_id: [] for company_id in company_ids}
+    rows = await session.scalars(
+        select(DataTypeState)
+        .join(Company, Company.id == DataTypeState.company_id)
+        .where(*overdue, DataTypeState.company_id.in_(company_ids))
+        .order_by(DataTypeState.last_pulled_at.nulls_first(), DataTypeState.data_type)
+    )
+    for row in rows:
+        by_company[row.company_id].append(row)
+    chosen: dict[str, list[DataTypeState]] = {}
+    spent = 0
+    limit = min(budget.pace, budget.room)
+    for company_id in company_ids:
+        types = by_company[company_id]
+        cost = sweep_cost(len(types))
+        if not chosen:
+            types = types[: budget.room - 1]  # the first company, in part if need be
+            cost = sweep_cost(len(types))
+        elif spent + cost > limit:
+            break
+        chosen[company_id] = types
+        spent += cost
+    return chosen
 
 
 async def _spend_sweep_budget(
     session: AsyncSession, state: RateLimitState | None, now: datetime, calls: int
 ) -> None:
-    today = now.date().isoformat()
+    hour = _hour(now).isoformat()
     if state is None:
         session.add(
             RateLimitState(
-                id=RATE_LIMIT_ROW, reason=None, updated_at=now, sweep_day=today, sweep_calls=calls
+                id=RATE_LIMIT_ROW, reason=None, updated_at=now, sweep_spent={hour: calls}
             )
         )
         return
-    state.sweep_calls = (state.sweep_calls if state.sweep_day == today else 0) + calls
-    state.sweep_day = today
+    spent = _spent_in_window(state.sweep_spent, now)
+    spent[hour] = spent.get(hour, 0) + calls
+    state.sweep_spent = spent  # a new dict: the JSON column sees the change
 
 
 def is_overdue(state: DataTypeState, now: datetime, max_age: timedelta) -> bool:
@@ -242,38 +325,27 @@ def is_overdue(state: DataTypeState, now: datetime, max_age: timedelta) -> bool:
     return not any(moment is not None and moment >= cutoff for moment in fresh)
 
 
-async def _overdue(
-    session: AsyncSession, ctx: Context, now: datetime, *, limit: int
-) -> list[DataTypeState]:
+def _overdue_condition(ctx: Context, now: datetime) -> list[ColumnElement[bool]]:
     """Bill Pay types of active companies neither pulled nor read complete within the
-    policy (oldest first), and not already asked for within it."""
-    if limit <= 0:
-        return []
+    policy, and not already asked for within it."""
     cutoff = now - ctx.settings.freshness_max_age
     bill_pay = BILL_PAY_DATA_TYPES[ctx.settings.bill_pay_variant]
-    query = (
-        select(DataTypeState)
-        .join(Company, Company.id == DataTypeState.company_id)
-        .where(
-            Company.status == "active",
-            DataTypeState.data_type.in_(bill_pay),
-            or_(DataTypeState.last_pulled_at.is_(None), DataTypeState.last_pulled_at < cutoff),
-            # A complete read with nothing modified leaves the copy as fresh as a pull would.
-            not_(
-                and_(
-                    func.coalesce(DataTypeState.last_read_status, "") == "Complete",
-                    func.coalesce(DataTypeState.last_read_at, EPOCH) >= cutoff,
-                )
-            ),
-            or_(
-                DataTypeState.last_refresh_requested_at.is_(None),
-                DataTypeState.last_refresh_requested_at < cutoff,
-            ),
-        )
-        .order_by(DataTypeState.last_pulled_at.nulls_first(), DataTypeState.company_id)
-        .limit(limit)
-    )
-    return list((await session.scalars(query)).all())
+    return [
+        Company.status == "active",
+        DataTypeState.data_type.in_(bill_pay),
+        or_(DataTypeState.last_pulled_at.is_(None), DataTypeState.last_pulled_at < cutoff),
+        # A complete read with nothing modified leaves the copy as fresh as a pull would.
+        not_(
+            and_(
+                func.coalesce(DataTypeState.last_read_status, "") == "Complete",
+                func.coalesce(DataTypeState.last_read_at, EPOCH) >= cutoff,
+            )
+        ),
+        or_(
+            DataTypeState.last_refresh_requested_at.is_(None),
+            DataTypeState.last_refresh_requested_at < cutoff,
+        ),
+    ]
 
 
 # -- reconcile ------------------------------------------------------------------------------
