@@ -5,7 +5,7 @@ PYTHON ?= python3
 DEV_SECRET := whsec_Y29kYXQtd2ViaG9va3MtZGV2LW9ubHkh
 DEV_TOKEN := dev-status-token
 
-.PHONY: install run test lint typecheck reliability bench-receive bench-process bench-status-api bench-cost postgres clean
+.PHONY: install run test test-any-hour tools lint typecheck reliability bench-receive bench-process bench-status-api bench-cost postgres clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ run: install
 postgres:
 	@bash scripts/ensure-postgres.sh
 
+tools:
+	@bash scripts/ensure-test-tools.sh
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -38,8 +41,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy app migrations tests bench
 
-test: install postgres lint typecheck
+test: install postgres tools lint typecheck
 	$(BIN)/pytest
+	bash scripts/test-at-hours.sh
+
+# Every in-process test at 00:05, 02:30 and 23:55 UTC (the freshness tests alone run in `test`).
+test-any-hour: install postgres tools
+	bash scripts/test-at-hours.sh tests --ignore=tests/reliability \
+		--ignore=tests/test_worker_processes.py
 
 reliability: install postgres
 	RELIABILITY_FULL=1 $(BIN)/pytest -m reliability

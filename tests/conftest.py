@@ -197,6 +197,14 @@ class Clock:
     def set(self, moment: datetime) -> None:
         self.offset = moment - datetime.now(UTC)
 
+    def set_time_of_day(self, hhmm: str) -> datetime:
+        """Tomorrow (UTC) at `hhmm`: a fixed hour, and never before anything the real clock
+        stamped (events are received, and so due, at real time)."""
+        hour, minute = map(int, hhmm.split(":"))
+        day = (datetime.now(UTC) + timedelta(days=1)).date()
+        self.set(datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC))
+        return self.now
+
 
 @pytest.fixture(scope="session")
 def fake_codat_server() -> Iterator[tuple[Any, str]]:

@@ -8,7 +8,7 @@ import copy
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -238,11 +238,6 @@ async def stale_companies(
 DAY_STARTS = ["00:05", "02:30", "11:00", "23:55"]
 
 
-def start_day_at(clock: Clock, hhmm: str) -> None:
-    hour, minute = map(int, hhmm.split(":"))
-    clock.set(datetime(2026, 5, 3, hour, minute, tzinfo=UTC))
-
-
 async def simulate_day(ctx: Context, clock: Clock) -> None:
     for _ in range(24 * 4):  # every 15 minutes for a day
         await Worker(ctx).run_until_idle()
@@ -265,7 +260,7 @@ async def test_over_a_simulated_day_the_sweep_stays_within_its_share_and_refresh
     clock: Clock,
     make_ctx: Callable[..., Context],
 ) -> None:
-    start_day_at(clock, start)
+    clock.set_time_of_day(start)
     ctx = make_ctx(codat_daily_quota=250)
     fake_codat.now = clock
     overdue = await stale_companies(ctx, fake_codat, clock, count=5)  # 35 types, share 50
@@ -284,7 +279,7 @@ async def test_over_a_simulated_day_the_sweep_stays_within_its_share_and_refresh
 async def test_the_sweep_spreads_a_small_budget_over_the_day(
     start: str, fake_codat: FakeCodat, clock: Clock, make_ctx: Callable[..., Context]
 ) -> None:
-    start_day_at(clock, start)
+    clock.set_time_of_day(start)
     ctx = make_ctx(codat_daily_quota=50)
     fake_codat.now = clock
     await stale_companies(ctx, fake_codat, clock, count=5)  # 35 overdue, a share of 10

@@ -7,7 +7,7 @@ import asyncio
 import copy
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import httpx
@@ -303,6 +303,20 @@ async def test_rate_limit_reached_then_reset_makes_no_call_in_between(
     state = await one(engine, RateLimitState)
     assert state.paused_until is None
     assert state.quota_remaining == reset["payload"]["quotaRemaining"]
+
+
+@pytest.mark.parametrize("start", ["00:05", "11:00", "23:55"])
+async def test_a_rate_limit_without_expiry_pauses_until_codat_resets_at_midnight(
+    start: str, client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context, clock: Clock
+) -> None:
+    began = clock.set_time_of_day(start)
+    reached = sample("client.rateLimit.reached")
+    del reached["payload"]["expiryDate"]
+    await deliver(client, reached)
+    await Worker(ctx).run_until_idle()
+    state = await one(engine, RateLimitState)
+    next_midnight = datetime.combine(began.date() + timedelta(days=1), time(0), tzinfo=UTC)
+    assert state.paused_until == next_midnight
 
 
 async def test_an_older_rate_limit_event_does_not_undo_a_newer_one(

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
-from datetime import UTC, datetime, timedelta
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, not_, or_, select, update
@@ -179,9 +179,7 @@ async def run_sweep(ctx: Context, job: Job) -> None:
             for data_type_state in types:
                 # Stamped now so the next sweep does not ask again before Codat has answered.
                 data_type_state.last_refresh_requested_at = now
-            await request_reconcile(
-                session, company_id, now, refresh=[t.data_type for t in types]
-            )
+            await request_reconcile(session, company_id, now, refresh=[t.data_type for t in types])
         spent = sum(sweep_cost(len(types)) for types in overdue.values())
         await _spend_sweep_budget(session, state, now, spent)
     if overdue:
