@@ -739,9 +739,17 @@ def test_the_image_commands_migrate_serve_and_answer_health_checks(
             stderr=subprocess.STDOUT,
         )
         try:
-            time.sleep(3)
-            output = worker_log_path.read_text(errors="replace")
+            # Until it says so, its signal handlers may not be in place yet (a slow start on
+            # a busy machine once made this fail).
+            deadline = time.monotonic() + 60
+            output = ""
+            while time.monotonic() < deadline and worker.poll() is None:
+                output = worker_log_path.read_text(errors="replace")
+                if "worker started" in output:
+                    break
+                time.sleep(0.2)
             assert worker.poll() is None, f"the worker exited:\n{output[-4000:]}"
+            assert "worker started" in output, output[-4000:]
             assert stop(worker, timeout=40) == 0, "the worker stops cleanly on SIGTERM"
         finally:
             if worker.poll() is None:

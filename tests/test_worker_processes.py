@@ -203,7 +203,11 @@ async def test_two_workers_on_postgresql_process_each_of_1000_events_once(
 ) -> None:
     engine, database_url = postgres_engine
     await store(engine, [write_event(i) for i in range(1000)])
-    env = worker_env(database_url, fake_codat_server[1], WORKER_CONCURRENCY="16")
+    # A lease long enough that a starved machine cannot make it lapse: that a lapsed
+    # lease is claimed again is the SIGKILL test's subject, not this one's.
+    env = worker_env(
+        database_url, fake_codat_server[1], WORKER_CONCURRENCY="16", WORKER_LEASE_SECONDS="30"
+    )
     for _ in range(2):
         start_worker(workers, env, tmp_path / "workers.log")
 
