@@ -4,9 +4,13 @@ Codat; on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import uuid
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,6 +24,8 @@ from app.models import EventStatus, WriteOutcome
 from app.processing.context import Context
 from app.processing.worker import Worker
 from app.sandbox.fake_codat import FakeCodat
+from app.webhooks.route import incoming_event
+from app.webhooks.store import EventWriter, IncomingEvent, StoreResult
 from tests.conftest import sample
 from tests.support.flow import COMPANY, events, one, read_event, seed_company
 from tests.support.signing import sign
@@ -179,3 +185,59 @@ async def test_payload_dates_with_no_utc_form_are_read_as_missing(
     key = body["payload"]["id"]
     outcome = await one(engine, WriteOutcome, WriteOutcome.push_operation_key == key)
     assert outcome.requested_at is None and outcome.completed_at is None
+
+
+# -- one bad row must not fail a batch ------------------------------------------------
+
+
+async def test_a_poisoned_delivery_among_a_hundred_genuine_ones_costs_none_of_them(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """The review's attack: a NUL made PostgreSQL refuse the group commit, and 78 of 100
+    genuine deliveries beside it got 503. Now all are stored, the NUL kept aside."""
+    genuine = [read_event("read.completed", [("bills", "Complete", True)]) for _ in range(100)]
+    poisoned = read_event("read.completed", [("bills", "Complete", True)])
+    poisoned["eventType"] = "read.completed\x00"
+    bodies = [*genuine[:50], poisoned, *genuine[50:]]
+    answers = await asyncio.gather(*(post(client, body) for body in bodies))
+    assert [a.status_code for a in answers] == [200] * 101
+    statuses = Counter(a.json()["status"] for a in answers)
+    assert statuses == {"stored": 100, "unprocessable": 1}
+    stored = await events(engine)
+    assert Counter(e.status for e in stored) == {"pending": 100, "unprocessable": 1}
+    [kept] = [e for e in stored if e.status == EventStatus.UNPROCESSABLE]
+    assert kept.raw_body == json.dumps(poisoned).encode()
+    assert "NUL" in (kept.last_error or "")
+
+
+async def test_a_row_the_database_refuses_is_kept_aside_and_its_batch_stored(
+    engine: AsyncEngine,
+) -> None:
+    """Whatever the database refuses in one row (here a value its column type rejects,
+    on both databases), the batch is stored row by row and that row kept aside."""
+    now = datetime.now(UTC)
+
+    def incoming(n: int, **changes: Any) -> IncomingEvent:
+        body = json.dumps(read_event("read.completed", [("bills", "Complete", True)])).encode()
+        return replace(incoming_event(f"msg_{n}", body, now), **changes)
+
+    writer = EventWriter(engine)
+    writer.start()
+    try:
+        # A naive time is refused by the column type before it reaches either database.
+        batch = [incoming(n) for n in range(10)]
+        batch.insert(5, incoming(99, generated_at=now.replace(tzinfo=None)))
+        batch.append(incoming(3))  # a redelivery inside the same batch
+        results = await asyncio.gather(*(writer.store(event) for event in batch))
+    finally:
+        await writer.close()
+    assert results.count(StoreResult.STORED) == 10
+    assert results[5] is StoreResult.UNPROCESSABLE
+    assert results[-1] is StoreResult.DUPLICATE
+    by_delivery = {event.delivery_id: event for event in await events(engine)}
+    assert len(by_delivery) == 11
+    kept = by_delivery["msg_99"]
+    assert kept.status == EventStatus.UNPROCESSABLE and kept.next_attempt_at is None
+    assert kept.raw_body == batch[5].raw_body, "the signed body is kept byte for byte"
+    assert (kept.event_type, kept.company_id, kept.generated_at) == (None, None, None)
+    assert "refused" in (kept.last_error or "")

@@ -105,6 +105,23 @@ def connection_id_of(payload: dict[str, Any]) -> str | None:
     return None
 
 
+def _holds_nul(value: object) -> bool:
+    """A NUL in any key or string: PostgreSQL's text and jsonb cannot hold one (SQLite
+    can), so such a body is kept aside on both rather than processed on one only."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def read_facts(body: bytes) -> EventFacts:
     """Parse a verified body; never raises, because a signed body is always kept."""
     try:
@@ -113,6 +130,9 @@ def read_facts(body: bytes) -> EventFacts:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "body"
         return EventFacts(unprocessable=f"not a Codat envelope: {where}: {first['msg']}"[:500])
+    # JSON spells a NUL `\u0000` (a raw one is refused by the parser): look only then.
+    if b"\\u0000" in body and _holds_nul(envelope.model_dump()):
+        return EventFacts(unprocessable="a string holds a NUL (\\u0000)")
     event_type, payload = envelope.eventType, envelope.payload
     unprocessable: str | None = None
     try:

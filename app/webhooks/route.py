@@ -93,8 +93,7 @@ async def receive_delivery(receiver: Receiver, body: bytes, headers: Mapping[str
         WEBHOOKS_RECEIVED.labels(event_type=event_type, outcome="unavailable").inc()
         return Answer(503, {"error": "storage unavailable, retry later"})
     outcome = result.value
-    if event.unprocessable_reason is not None and result is StoreResult.STORED:
-        outcome = "unprocessable"
+    if event.unprocessable_reason is not None and result is StoreResult.UNPROCESSABLE:
         log.warning(
             "signed body kept as unprocessable",
             extra={"delivery_id": event.delivery_id, "reason": event.unprocessable_reason},

@@ -4,6 +4,11 @@ Each request hands its row to one writer task per process and waits. While a com
 is in flight the next requests queue up, and the writer inserts all of them in one
 statement and one commit. No request is answered before its row is durable, and the
 unique delivery id makes a retry or a racing duplicate a no-op.
+
+A signed body is always kept: if the database refuses a batch for what a row holds
+(not because it is away), the rows are stored one by one, and a row refused again is
+kept aside as `unprocessable`, its raw body byte for byte (the column is binary) and
+none of the values read from it. Only a database that is away gets a 503.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Insert
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy import exc as sqlalchemy_exc
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import dialect_insert
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 
 class StoreResult(enum.StrEnum):
     STORED = "stored"
+    UNPROCESSABLE = "unprocessable"  # stored, kept aside: never offered to the worker
     DUPLICATE = "duplicate"
 
 
@@ -47,6 +54,20 @@ class IncomingEvent:
     connection_id: str | None
     generated_at: datetime | None
     unprocessable_reason: str | None
+
+    def kept_aside(self, reason: str) -> IncomingEvent:
+        """The row as it can always be stored: none of the values read from the body."""
+        return IncomingEvent(
+            delivery_id=self.delivery_id,
+            raw_body=self.raw_body,
+            received_at=self.received_at,
+            event_id=None,
+            event_type=None,
+            company_id=None,
+            connection_id=None,
+            generated_at=None,
+            unprocessable_reason=reason,
+        )
 
     def row(self) -> dict[str, Any]:
         status = EventStatus.UNPROCESSABLE if self.unprocessable_reason else EventStatus.PENDING
@@ -130,19 +151,65 @@ class EventWriter:
                     self._queue.task_done()
 
     async def _write(self, batch: list[_Pending]) -> None:
+        events = [event for event, _ in batch]
+        results: list[StoreResult | DatabaseUnavailable]
         try:
-            results = await self._insert_rows([event for event, _ in batch])
-        except (SQLAlchemyError, OSError) as exc:
-            # The rows are built by the route from verified, bounded input: a failed
-            # INSERT is the database's fault, and every delivery in it is asked again.
-            log.warning("event store failed", extra={"batch": len(batch), "error": _reason(exc)})
-            for _, future in batch:
-                _settle(future, exc=DatabaseUnavailable(type(exc).__name__))
-            return
+            results = list(await self._insert_rows(events))
+        except Exception as exc:  # a writer task that dies would leave every request waiting
+            if _row_refused(exc):
+                log.warning(
+                    "event batch refused: storing its rows one by one",
+                    extra={"batch": len(batch), "error": _reason(exc)},
+                )
+                results = await self._insert_one_by_one(events)
+            else:
+                log.warning(
+                    "event store failed", extra={"batch": len(batch), "error": _reason(exc)}
+                )
+                results = [DatabaseUnavailable(type(exc).__name__) for _ in batch]
         for (_, future), result in zip(batch, results, strict=True):
-            _settle(future, result=result)
+            if isinstance(result, DatabaseUnavailable):
+                _settle(future, exc=result)
+            else:
+                _settle(future, result=result)
         if self._on_stored and StoreResult.STORED in results:
             self._on_stored()
+
+    async def _insert_one_by_one(
+        self, events: list[IncomingEvent]
+    ) -> list[StoreResult | DatabaseUnavailable]:
+        """Each row alone; one the database refuses again is kept aside. Once the database
+        is away, the rest are not tried: they get their 503 at once."""
+        results: list[StoreResult | DatabaseUnavailable] = []
+        for event in events:
+            if results and isinstance(results[-1], DatabaseUnavailable):
+                results.append(results[-1])
+                continue
+            try:
+                [result] = await self._insert_rows([event])
+            except Exception as exc:
+                if _row_refused(exc):
+                    results.append(await self._keep_aside(event, _reason(exc)))
+                else:
+                    results.append(DatabaseUnavailable(type(exc).__name__))
+            else:
+                results.append(result)
+        return results
+
+    async def _keep_aside(
+        self, event: IncomingEvent, error: str
+    ) -> StoreResult | DatabaseUnavailable:
+        reason = f"the database refused the row as read from the body ({error})"[:500]
+        try:
+            [result] = await self._insert_rows([event.kept_aside(reason)])
+        except Exception as exc:
+            log.warning("event store failed", extra={"batch": 1, "error": _reason(exc)})
+            return DatabaseUnavailable(type(exc).__name__)
+        log.warning(
+            "signed body kept as unprocessable",
+            extra={"delivery_id": event.delivery_id, "reason": reason},
+        )
+        return result
 
     async def _insert_rows(self, events: list[IncomingEvent]) -> list[StoreResult]:
         """One result per event, in order; only the first of twins in a batch is new."""
@@ -154,10 +221,29 @@ class EventWriter:
             inserted = set((await connection.execute(self._insert, rows)).scalars())
         results = []
         for event in events:
-            new = event.delivery_id in inserted
+            if event.delivery_id not in inserted:
+                results.append(StoreResult.DUPLICATE)
+            elif event.unprocessable_reason is None:
+                results.append(StoreResult.STORED)
+            else:
+                results.append(StoreResult.UNPROCESSABLE)
             inserted.discard(event.delivery_id)
-            results.append(StoreResult.STORED if new else StoreResult.DUPLICATE)
         return results
+
+
+def _row_refused(exc: BaseException) -> bool:
+    """The database refused what a row holds (a value its column type cannot take, a
+    constraint), rather than being away. Anything else, such as a server starting up or
+    a connection lost, is the database's fault: a 503, and Codat retries (DESIGN.md)."""
+    if isinstance(exc, sqlalchemy_exc.DataError | sqlalchemy_exc.IntegrityError):
+        return True
+    if isinstance(exc, DBAPIError):
+        # PostgreSQL's SQLSTATE classes 22 (data exception: a NUL, a value too long) and
+        # 23 (integrity constraint violation); asyncpg's errors carry it.
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+        return sqlstate.startswith(("22", "23"))
+    # Refused while binding the row (a column type's check), before any database saw it.
+    return isinstance(exc, sqlalchemy_exc.StatementError)
 
 
 def _reason(exc: BaseException) -> str:

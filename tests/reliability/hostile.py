@@ -540,6 +540,16 @@ def _hostile_payloads() -> Iterator[Case]:
     }
     for name, body in odd_write.items():
         yield accepted("signed, odd ids", name, signed(body), body, UNPROCESSABLE, UNPROCESSABLE)
+    for field in ("eventType", "id"):
+        body = envelope_with(**{field: "x\x00"})
+        yield accepted(
+            "signed, values a database cannot store",
+            f"a NUL in the {field}",
+            signed(body),
+            body,
+            UNPROCESSABLE,
+            UNPROCESSABLE,
+        )
     for generated in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"):
         body = envelope_with(generatedDate=generated)
         yield accepted(

@@ -7,6 +7,7 @@ a log line, and afterwards the service is healthy and still accepts a good event
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import sqlite3
@@ -20,9 +21,12 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import AsyncEngine
 from svix.webhooks import Webhook, WebhookVerificationError
 
 from app.migrate import upgrade
+from tests.reliability.checks import event_rows
+from tests.reliability.events import new_delivery_id
 from tests.reliability.hostile import (
     Case,
     Header,
@@ -33,7 +37,8 @@ from tests.reliability.hostile import (
 )
 from tests.reliability.processes import Processes, Service, service_env
 from tests.reliability.report import Report, Section, fmt, table
-from tests.reliability.sizes import Size, current_size
+from tests.reliability.sender import Delivery, Sender
+from tests.reliability.sizes import SeededRandom, Size, current_size
 from tests.support.signing import ROTATED_SECRET, TEST_SECRET
 
 pytestmark = pytest.mark.reliability
@@ -569,3 +574,104 @@ def test_fuzzed_signed_bodies_are_stored_once_whatever_they_hold(
             f"{fmt(seen['not UTF-8'])} not UTF-8): {len(failures)} problems"
         )
         section.finish()
+
+
+# -- one poisoned delivery among genuine ones -------------------------------------------
+
+POISON_ROUNDS = 5
+GENUINE_PER_ROUND = 100
+
+
+def _poisoned(round_: int) -> tuple[str, bytes]:
+    """A signed body whose values PostgreSQL cannot store (a NUL), a different place each
+    round: the review's attack, and the shape of a Codat bug."""
+    event = json.loads(good_body())
+    place = ("eventType", "id", "company id")[round_ % 3]
+    if place == "company id":
+        event["payload"]["referenceCompany"]["id"] += "\x00"
+    else:
+        event[place] += "\x00"
+    return f"a NUL in the {place}", json.dumps(event).encode()
+
+
+async def test_a_poisoned_delivery_costs_none_of_the_genuine_ones_beside_it(
+    reliability_report: Report,
+    processes: Processes,
+    postgres_url: str,
+    postgres_engine: AsyncEngine,
+    rng: SeededRandom,
+) -> None:
+    section = reliability_report.section(
+        9,
+        "Bad input: a poisoned delivery among genuine ones",
+        f"{POISON_ROUNDS} rounds, each of {GENUINE_PER_ROUND} genuine signed deliveries and one "
+        "signed delivery whose values PostgreSQL cannot store (a NUL in a string), all sent "
+        "at once to one `serve` process on PostgreSQL, so that they share group commits. "
+        "Once, the poisoned row made PostgreSQL refuse its whole batch (78 of 100 genuine "
+        "deliveries got 503). Sent once each, no retries: a 503 is a loss here.",
+    )
+    section.setup = [
+        "`codat-webhooks serve` (no worker), PostgreSQL (a fresh database on the test server)",
+        "the poison, by round: a NUL in the eventType, in the event id, in the company id",
+        f"random seed {rng.seed_value} (the poison's place among the genuine deliveries)",
+    ]
+    service = await processes.serve("serve", service_env(postgres_url, EMBEDDED_WORKER="false"))
+    sender = Sender(service.webhook_url, retry=False)
+    genuine: list[Delivery] = []
+    poisoned: list[Delivery] = []
+    try:
+        for round_ in range(POISON_ROUNDS):
+            batch = [
+                sender.new(new_delivery_id(), good_body(), "genuine")
+                for _ in range(GENUINE_PER_ROUND)
+            ]
+            genuine += batch
+            name, body = _poisoned(round_)
+            poison = sender.new(new_delivery_id(), body, name)
+            poisoned.append(poison)
+            batch.insert(rng.randrange(len(batch) + 1), poison)
+            await asyncio.gather(*(sender.attempt(delivery) for delivery in batch))
+    finally:
+        await sender.aclose()
+    rows = await event_rows(postgres_engine)
+    answers = sender.answer_counts()
+    lost = [d for d in genuine if rows.get(d.delivery_id) is None or not d.acknowledged]
+    genuine_pending = sum(
+        1 for d in genuine if (row := rows.get(d.delivery_id)) and row.status == "pending"
+    )
+    poison_statuses = Counter(
+        f"{d.kind}: {row.status if (row := rows.get(d.delivery_id)) else 'not stored'}"
+        for d in poisoned
+    )
+    poison_answers = Counter(d.attempts[-1].outcome for d in poisoned)
+    section.add_sent("genuine deliveries", len(genuine))
+    section.add_sent("poisoned deliveries", len(poisoned))
+    section.add_seen("answers", ", ".join(f"{k}: {fmt(v)}" for k, v in sorted(answers.items())))
+    section.add_seen("genuine deliveries stored (pending)", genuine_pending)
+    section.add_seen(
+        "poisoned deliveries stored as",
+        ", ".join(f"{k} ({fmt(n)})" for k, n in sorted(poison_statuses.items())),
+    )
+    section.check(
+        "every genuine delivery answered 2xx and stored, none lost",
+        not lost and genuine_pending == len(genuine),
+        f"{len(lost)} lost" if lost else "",
+    )
+    section.check(
+        "every poisoned delivery answered 2xx `unprocessable` and kept byte for byte",
+        set(poison_answers) == {"unprocessable"}
+        and all(
+            (row := rows.get(d.delivery_id)) is not None
+            and row.status == "unprocessable"
+            and row.raw_body == d.body
+            for d in poisoned
+        ),
+        ", ".join(f"{k}: {fmt(n)}" for k, n in poison_answers.items()),
+    )
+    section.check("no 503 and no 5xx at all", not any(k.startswith("5") for k in answers))
+    section.check("the service is still up", service.process.alive)
+    section.headline = (
+        f"{len(genuine) - len(lost)} of {len(genuine)} genuine deliveries stored beside "
+        f"{len(poisoned)} poisoned ones, which were kept as unprocessable"
+    )
+    section.finish()
