@@ -18,16 +18,28 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from app.api import health, metrics, status
+from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
+from app.api.guard import ApiGuard
 from app.config import Settings, get_settings
 from app.db import WEB_POOL_SIZE, create_engine, session_factory, worker_pool_size
 from app.processing.context import build_context
 from app.processing.worker import Worker
+from app.webhooks import openapi as webhook_openapi
 from app.webhooks.route import Receiver, codat_webhook_endpoint
 from app.webhooks.signature import SignatureVerifier
 from app.webhooks.store import EventWriter
 
 WEBHOOK_PATH = "/webhooks/codat"
+API_DESCRIPTION = """\
+Receives Codat's Bill Pay webhooks, keeps a local copy of each company's payables data, and
+tells what happened: events, companies and the freshness of their data, the local copy,
+write outcomes, the rate limit.
+
+The status API (`/api/v1`) takes `Authorization: Bearer <token>` (STATUS_API_TOKENS; use
+**Authorize**). Lists take `limit` and `cursor` (the previous page's `next_cursor`). Errors
+are `{"error": "..."}`. Times are ISO 8601, UTC. Bodies are at most 16 KiB.
+"""
 
 
 class Runtime:
@@ -112,11 +124,14 @@ def _app(runtime: Runtime, *, public: bool, internal: bool) -> ServiceApp:
     app = ServiceApp(
         title="Codat Bill Pay webhook receiver",
         version="0.1.0",
-        description="Status of Codat webhooks, companies, freshness, writes and rate limit.",
+        description=API_DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs" if internal else None,
+        docs_url=None,  # served from the package's own files (install_docs), not a CDN
         redoc_url=None,
         openapi_url="/openapi.json" if internal else None,
+        # Starlette builds a slash redirect's Location from the Host header: a client
+        # could make this service redirect to a host of its choosing.
+        redirect_slashes=False,
     )
     app.state.settings = runtime.settings
     app.state.engine = runtime.engine
@@ -127,12 +142,22 @@ def _app(runtime: Runtime, *, public: bool, internal: bool) -> ServiceApp:
     app.include_router(health.router)
     if public:
         app.webhook_fast_path = True
-        app.add_route(
-            WEBHOOK_PATH, codat_webhook_endpoint, methods=["POST"], include_in_schema=False
+        # For the docs and for other methods (405) only: POST takes the fast path.
+        app.add_api_route(
+            WEBHOOK_PATH,
+            codat_webhook_endpoint,
+            methods=["POST"],
+            tags=["webhooks"],
+            summary="Receive a Codat webhook",
+            description=webhook_openapi.DESCRIPTION,
+            responses=webhook_openapi.RESPONSES,
+            openapi_extra=webhook_openapi.OPENAPI_EXTRA,
         )
     if internal:
+        app.add_middleware(ApiGuard, tokens=runtime.api_tokens)
         app.include_router(status.router)
         app.include_router(metrics.router)
+        install_docs(app)
     return app
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class ErrorBody(BaseModel):
-    error: str
+    """Every error of the API, whatever its status."""
+
+    error: str = Field(
+        description="What was wrong, in words", examples=["no company 0498e921-9b53-4396"]
+    )
 
 
 class ApiError(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
@@ -12,9 +14,12 @@ from app.migrate import current_revision, head_revision
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz",
+    responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
+)
 async def healthz() -> dict[str, str]:
-    """The process is up; says nothing about the database on purpose."""
+    """The process is up (liveness); says nothing about the database on purpose."""
     return {"status": "ok"}
 
 
@@ -29,9 +34,25 @@ async def readiness(engine: AsyncEngine) -> tuple[bool, str]:
     return True, "ready"
 
 
-@router.get("/readyz")
+def _readiness_answer(description: str, status: str, reason: str) -> dict[str, Any]:
+    example = {"status": status, "reason": reason}
+    return {"description": description, "content": {"application/json": {"example": example}}}
+
+
+@router.get(
+    "/readyz",
+    responses={
+        200: _readiness_answer("Ready", "ready", "ready"),
+        503: _readiness_answer(
+            "Not ready: the database is unreachable or its schema is not this code's",
+            "not ready",
+            "schema at 0007, expected 0008: run `codat-webhooks migrate`",
+        ),
+    },
+)
 async def readyz(request: Request) -> JSONResponse:
-    """Ready means the database answers and its schema is the one this code expects."""
+    """Ready (readiness) means the database answers and its schema is the one this code
+    expects."""
     ready, reason = await readiness(request.app.state.engine)
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "reason": reason},

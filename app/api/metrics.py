@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,8 +43,22 @@ async def refresh_queue_gauges(session: AsyncSession, now: datetime) -> None:
     CODAT_PAUSED.set(1 if paused_until is not None and paused_until > now else 0)
 
 
-@router.get("/metrics", include_in_schema=False)
+METRICS_EXAMPLE = """\
+# TYPE codat_webhooks_received_total counter
+codat_webhooks_received_total{event_type="read.completed",outcome="stored"} 42.0
+# TYPE codat_queue_depth gauge
+codat_queue_depth{queue="events",status="pending"} 0.0
+"""
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"example": METRICS_EXAMPLE}}}},
+)
 async def metrics(request: Request) -> Response:
+    """Prometheus metrics (text format): deliveries received, work processed, queue depth
+    and age, dead items, calls to Codat, the pause, refreshes, missed webhooks."""
     try:
         async with request.app.state.sessions() as session:
             await refresh_queue_gauges(session, utcnow())

@@ -92,8 +92,8 @@ async def list_events(
 ) -> EventPage:
     query = select(*SUMMARY_COLUMNS).where(*filters.clauses())
     if cursor:
-        (last_id,) = decode_cursor(cursor, 1)
-        if not isinstance(last_id, int) or not 0 < last_id <= MAX_ID:
+        (last_id,) = decode_cursor(cursor, int)
+        if not 0 < last_id <= MAX_ID:
             raise ApiError(400, "invalid cursor")
         query = query.where(WebhookEvent.id < last_id)
     rows = (await session.execute(query.order_by(WebhookEvent.id.desc()).limit(limit + 1))).all()
@@ -181,8 +181,8 @@ async def replay_events(session: AsyncSession, filters: EventFilter, now: dateti
 async def list_companies(session: AsyncSession, *, limit: int, cursor: str | None) -> CompanyPage:
     query = select(Company)
     if cursor:
-        (last_id,) = decode_cursor(cursor, 1)
-        query = query.where(Company.id > str(last_id))
+        (last_id,) = decode_cursor(cursor, str)
+        query = query.where(Company.id > last_id)
     rows = list((await session.scalars(query.order_by(Company.id).limit(limit + 1))).all())
     items, last = _page_items(rows, limit)
     return CompanyPage(
@@ -255,10 +255,10 @@ async def list_records(
     if not include_deleted:
         query = query.where(Record.is_deleted.is_(False))
     if cursor:
-        last_modified, last_id = decode_cursor(cursor, 2)
-        after = _utc(cursor_datetime(last_modified) or EPOCH)
+        last_modified, last_id = decode_cursor(cursor, str, str)
+        after = _utc(cursor_datetime(last_modified))
         query = query.where(
-            or_(modified > after, and_(modified == after, Record.record_id > str(last_id)))
+            or_(modified > after, and_(modified == after, Record.record_id > last_id))
         )
     query = query.order_by(modified, Record.record_id).limit(limit + 1)
     rows = list((await session.scalars(query)).all())
@@ -304,14 +304,14 @@ async def list_writes(
         if value is not None:
             query = query.where(column == value)
     if cursor:
-        last_updated, last_key = decode_cursor(cursor, 2)
-        before = _utc(cursor_datetime(last_updated) or EPOCH)
+        last_updated, last_key = decode_cursor(cursor, str, str)
+        before = _utc(cursor_datetime(last_updated))
         query = query.where(
             or_(
                 WriteOutcome.updated_at < before,
                 and_(
                     WriteOutcome.updated_at == before,
-                    WriteOutcome.push_operation_key < str(last_key),
+                    WriteOutcome.push_operation_key < last_key,
                 ),
             )
         )

@@ -1,4 +1,7 @@
-"""Response models: the contract the platform codes against (stable names, UTC times)."""
+"""Response models: the contract the platform codes against (stable names, UTC times).
+
+Every field says what it is: /docs is where a newcomer learns the API.
+"""
 
 from __future__ import annotations
 
@@ -7,143 +10,179 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app.api.types import IsoDateTime, Text
+from app.models import EventStatus
+
+NEXT_CURSOR = "Pass as `cursor` to get the next page; null on the last page"
+
 
 class EventSummary(BaseModel):
-    id: int
-    delivery_id: str
-    event_id: str | None
-    event_type: str | None
-    company_id: str | None
-    connection_id: str | None
-    status: str
-    attempts: int
-    generated_at: datetime | None
-    received_at: datetime
-    next_attempt_at: datetime | None
-    processed_at: datetime | None
-    last_error: str | None
+    id: int = Field(description="The event's id in this service (newer events have larger ids)")
+    delivery_id: str = Field(description="Svix's delivery id (`webhook-id` header), unique")
+    event_id: str | None = Field(description="Codat's event id (the body's `id`)")
+    event_type: str | None = Field(description="Codat's `eventType`, e.g. `read.completed`")
+    company_id: str | None = Field(description="The Codat company the event is about")
+    connection_id: str | None = Field(description="The Codat connection, when the event has one")
+    status: EventStatus = Field(
+        description="pending (waiting or retrying), processing, processed, ignored (a type "
+        "this service does not act on), dead (gave up after WORKER_MAX_ATTEMPTS), "
+        "unprocessable (signed, but not a readable Codat event; kept, never processed)"
+    )
+    attempts: int = Field(description="Times the worker has tried it")
+    generated_at: datetime | None = Field(description="When Codat generated it (`generatedDate`)")
+    received_at: datetime = Field(description="When this service stored it")
+    next_attempt_at: datetime | None = Field(description="When the worker will next try it")
+    processed_at: datetime | None = Field(description="When processing finished")
+    last_error: str | None = Field(description="Why the last attempt failed (class and reason)")
 
 
 class TimelineEntry(BaseModel):
-    at: datetime
-    what: str
+    at: datetime = Field(description="When it happened")
+    what: str = Field(description="What happened")
 
 
 class EventDetail(EventSummary):
     payload: Any = Field(description="The event's payload; null when the body is unreadable")
     raw_body: str | None = Field(description="The body as received, only when unprocessable")
-    timeline: list[TimelineEntry]
+    timeline: list[TimelineEntry] = Field(description="Generated, received, attempted, finished")
 
 
 class EventPage(BaseModel):
-    items: list[EventSummary]
-    next_cursor: str | None
+    items: list[EventSummary] = Field(description="Newest first")
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
 
 
 class ReplayRequest(BaseModel):
-    event_type: str | None = None
-    status: str | None = None
-    company_id: str | None = None
-    received_after: datetime | None = None
-    received_before: datetime | None = None
+    """Which events to queue again; at least one filter, every one must match."""
+
+    event_type: Text | None = Field(default=None, description="Codat's `eventType`, exactly")
+    status: EventStatus | None = Field(default=None, description="The event's status")
+    company_id: Text | None = Field(default=None, description="The Codat company id")
+    received_after: IsoDateTime | None = Field(
+        default=None, description="Received at or after this ISO 8601 time (UTC if no offset)"
+    )
+    received_before: IsoDateTime | None = Field(
+        default=None, description="Received before this ISO 8601 time (UTC if no offset)"
+    )
 
 
 class ReplayResult(BaseModel):
-    queued: int
+    queued: int = Field(description="Events queued again (unprocessable ones never are)")
 
 
 class CompanySummary(BaseModel):
-    id: str
-    name: str | None
-    description: str | None
-    status: str
-    connection_id: str | None
-    connection_status: str | None
-    initial_read_status: str | None
-    updated_at: datetime
+    id: str = Field(description="Codat's company id")
+    name: str | None = Field(description="The company's name in Codat")
+    description: str | None = Field(description="The company's description in Codat")
+    status: str = Field(description="`active`, or `deleted` after a company.deleted event")
+    connection_id: str | None = Field(description="The accounting connection last seen")
+    connection_status: str | None = Field(
+        description="Codat's status of that connection, e.g. `Linked`, `Deauthorized`"
+    )
+    initial_read_status: str | None = Field(
+        description="`complete` or `incomplete` once read.completed.initial came; else null"
+    )
+    updated_at: datetime = Field(description="When this service last changed the company")
 
 
 class DataTypeFreshness(BaseModel):
-    data_type: str
-    connection_id: str | None
-    last_read_status: str | None
-    last_read_at: datetime | None
-    last_read_issues: list[dict[str, Any]]
-    last_pulled_at: datetime | None
-    record_count: int
-    last_refresh_requested_at: datetime | None
+    data_type: str = Field(description="Codat's data type, e.g. `bills`")
+    connection_id: str | None = Field(description="The connection its data came from")
+    last_read_status: str | None = Field(
+        description="Codat's status of its last read, e.g. `Complete`, `FetchError`"
+    )
+    last_read_at: datetime | None = Field(description="When Codat reported that read")
+    last_read_issues: list[dict[str, Any]] = Field(description="Codat's issues of that read")
+    last_pulled_at: datetime | None = Field(description="When this service last pulled it")
+    record_count: int = Field(description="Records in the local copy, deleted ones included")
+    last_refresh_requested_at: datetime | None = Field(
+        description="When this service last asked Codat to read it again"
+    )
     refresh_retries: int = Field(description="Refreshes asked in a row after failed reads")
     overdue: bool = Field(description="Last pulled longer ago than FRESHNESS_MAX_AGE")
     catch_ups: int = Field(description="Reads whose webhook never came, caught up by reconcile")
 
 
 class CompanyDetail(CompanySummary):
-    last_reconciled_at: datetime | None
-    write_catch_ups: int
-    initial_read_at: datetime | None
-    initial_read_failures: list[dict[str, Any]]
-    data_types: list[DataTypeFreshness]
+    last_reconciled_at: datetime | None = Field(
+        description="When reconcile last compared Codat's data status with what was seen"
+    )
+    write_catch_ups: int = Field(description="Writes whose webhook never came, found by reconcile")
+    initial_read_at: datetime | None = Field(description="When the initial read was reported")
+    initial_read_failures: list[dict[str, Any]] = Field(
+        description="Bill Pay data types the initial read did not complete, with Codat's status "
+        "and issues (`Missing` when Codat did not report the type)"
+    )
+    data_types: list[DataTypeFreshness] = Field(description="Freshness of each data type")
     writes: dict[str, int] = Field(description="Write outcomes of this company by status")
 
 
 class CompanyPage(BaseModel):
-    items: list[CompanySummary]
-    next_cursor: str | None
+    items: list[CompanySummary] = Field(description="By company id")
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
 
 
 class RecordItem(BaseModel):
-    id: str
-    data_type: str
-    connection_id: str | None
-    modified_date: datetime | None
-    is_deleted: bool
-    pulled_at: datetime
-    data: dict[str, Any]
+    id: str = Field(description="The record's id in Codat")
+    data_type: str = Field(description="Codat's data type")
+    connection_id: str | None = Field(description="The connection it came from")
+    modified_date: datetime | None = Field(description="Codat's `modifiedDate` of the record")
+    is_deleted: bool = Field(description="Deleted in the accounting software (kept, marked)")
+    pulled_at: datetime = Field(description="When this service last pulled it")
+    data: dict[str, Any] = Field(description="The record as Codat returned it")
 
 
 class RecordPage(BaseModel):
-    items: list[RecordItem]
-    next_cursor: str | None
+    items: list[RecordItem] = Field(description="Oldest change first")
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
 
 
 class WriteItem(BaseModel):
-    push_operation_key: str
-    company_id: str | None
-    connection_id: str | None
-    data_type: str
-    write_type: str | None
-    status: str
-    record_id: str | None
-    attachment_id: str | None
-    requested_at: datetime | None
-    completed_at: datetime | None
-    error_message: str | None
-    validation: dict[str, Any] | None
-    status_code: int | None
-    source: str
-    updated_at: datetime
+    push_operation_key: str = Field(description="Codat's push operation key, unique")
+    company_id: str | None = Field(description="The Codat company written to")
+    connection_id: str | None = Field(description="The connection written through")
+    data_type: str = Field(description="What was written, e.g. `bills`, `billPayments`")
+    write_type: str | None = Field(
+        description="Create, Update, Delete or UploadAttachment (null when found by reconcile)"
+    )
+    status: str = Field(description="Codat's status: Pending, Success, Failed or TimedOut")
+    record_id: str | None = Field(description="The record's id in the accounting software")
+    attachment_id: str | None = Field(description="The attachment's id, for uploads")
+    requested_at: datetime | None = Field(description="When the write was requested")
+    completed_at: datetime | None = Field(description="When Codat finished it")
+    error_message: str | None = Field(description="Codat's error message of a failed write")
+    validation: dict[str, Any] | None = Field(description="Codat's validation errors and warnings")
+    status_code: int | None = Field(description="Codat's HTTP status of a failed write")
+    source: str = Field(description="`webhook`, or `reconcile` when its webhook never came")
+    updated_at: datetime = Field(description="When this service last changed the outcome")
 
 
 class WritePage(BaseModel):
-    items: list[WriteItem]
-    next_cursor: str | None
+    items: list[WriteItem] = Field(description="Newest change first")
+    next_cursor: str | None = Field(description=NEXT_CURSOR)
 
 
 class RateLimitStatus(BaseModel):
-    paused: bool
-    paused_until: datetime | None
-    reason: str | None
-    daily_quota: int | None
-    quota_remaining: int | None
-    updated_at: datetime | None
+    paused: bool = Field(description="Calls to Codat are paused now")
+    paused_until: datetime | None = Field(description="When the pause ends (or ended)")
+    reason: str | None = Field(
+        description="What set the pause or lifted it: `rateLimit.reached`, `rateLimit.reset`, "
+        "or `429` (a Retry-After from Codat)"
+    )
+    daily_quota: int | None = Field(description="Codat's daily quota, when it was told")
+    quota_remaining: int | None = Field(description="Calls left in the quota, when it was told")
+    updated_at: datetime | None = Field(description="When this state last changed")
 
 
 class RefreshRequest(BaseModel):
     dataTypes: list[str] | None = Field(
-        default=None, description="Default: every Bill Pay type of the configured variant"
+        default=None,
+        max_length=64,
+        description="Codat data types to read again; default: every Bill Pay type of the "
+        "configured variant",
     )
 
 
 class Queued(BaseModel):
-    company_id: str
+    company_id: str = Field(description="The company the work is for")
     queued: list[str] = Field(description="What was queued for the worker")
