@@ -11,6 +11,7 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from app.api import health, metrics, status
-from app.api.docs import install_docs
+from app.api.docs import install_docs, restore_example_nulls
 from app.api.errors import install_error_handlers
 from app.api.guard import ApiGuard
 from app.config import Settings, get_settings
@@ -110,6 +111,11 @@ class ServiceApp(FastAPI):
             await response(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = restore_example_nulls(super().openapi())
+        return self.openapi_schema
 
 
 def _app(runtime: Runtime, *, public: bool, internal: bool) -> ServiceApp:

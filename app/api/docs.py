@@ -6,6 +6,8 @@ way out they render blank. The files come from the `fastapi-offline` package.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from fastapi.openapi.docs import (
     get_redoc_html,
@@ -57,3 +59,39 @@ def install_docs(app: FastAPI) -> None:
     app.add_api_route(DOCS_URL, swagger_ui, include_in_schema=False)
     app.add_api_route(OAUTH2_REDIRECT_URL, oauth2_redirect, include_in_schema=False)
     app.add_api_route(REDOC_URL, redoc, include_in_schema=False)
+
+
+def restore_example_nulls(spec: dict[str, Any]) -> dict[str, Any]:
+    """FastAPI writes the OpenAPI without any null, also inside examples: an example answer
+    then lacks its null fields, though the API always sends them. Put back each required
+    field the example left out whose schema allows null."""
+    components = spec.get("components", {}).get("schemas", {})
+
+    def resolve(schema: dict[str, Any]) -> dict[str, Any]:
+        ref = schema.get("$ref", "")
+        return resolve(components[ref.rsplit("/", 1)[1]]) if ref else schema
+
+    def nullable(schema: dict[str, Any]) -> bool:
+        return any(branch.get("type") == "null" for branch in schema.get("anyOf", []))
+
+    def fill(value: Any, schema: dict[str, Any]) -> None:
+        schema = resolve(schema)
+        for branch in schema.get("anyOf", []):
+            fill(value, branch)
+        if isinstance(value, list) and "items" in schema:
+            for item in value:
+                fill(item, schema["items"])
+        if isinstance(value, dict) and "properties" in schema:
+            for name, field in schema["properties"].items():
+                if name in value:
+                    fill(value[name], field)
+                elif name in schema.get("required", []) and nullable(resolve(field)):
+                    value[name] = None
+
+    for item in spec.get("paths", {}).values():
+        for operation in item.values():
+            for answer in operation.get("responses", {}).values():
+                for media in answer.get("content", {}).values():
+                    if "example" in media and "schema" in media:
+                        fill(media["example"], media["schema"])
+    return spec
