@@ -598,3 +598,80 @@ def _controls(limit: int) -> Iterator[Case]:
     )
     case.stored_body = first_body
     yield case
+
+
+# -- the status API and the redirects --------------------------------------------------------
+
+
+@dataclass
+class ApiCase:
+    """A request to the status API (or any route) and the answer it must get."""
+
+    name: str
+    method: str
+    path: str
+    expect: int
+    token: bool = True
+    body: bytes | None = None
+    chunks: int = 0  # > 0: sent with Transfer-Encoding: chunked, no Content-Length
+    host: str | None = None  # a Host header of the client's choosing
+    allow: str | None = None  # the Allow header a 405 must carry
+
+
+def _cursor(*values: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def api_cases(cap: int) -> Iterator[ApiCase]:
+    """`cap`: the API's body limit. Each case names the answer the README documents."""
+    refresh = f"/api/v1/companies/{COMPANY}/refresh"
+    yield ApiCase("no token, 1 MiB body", "POST", refresh, 401, token=False, body=b"x" * 2**20)
+    yield ApiCase(
+        "no token, 1 MiB chunked", "POST", refresh, 401, token=False, body=b"x" * 2**20, chunks=64
+    )
+    yield ApiCase("no token, body not JSON", "POST", "/api/v1/events/replay", 401, False, b"{")
+    yield ApiCase("token, body one byte over the cap", "POST", refresh, 413, body=b" " * (cap + 1))
+    yield ApiCase(
+        "token, chunked body over the cap", "POST", refresh, 413, body=b" " * 4 * cap, chunks=64
+    )
+    near_cap = json.dumps({"event_type": "e" * (cap - 100)}).encode()
+    yield ApiCase(
+        "token, a filter just under the cap", "POST", "/api/v1/events/replay", 202, True, near_cap
+    )
+    for path in ("/healthz/", "/readyz/", "/api/v1/events/", "/docs/", "/metrics/"):
+        yield ApiCase(f"{path} with Host: evil.example", "GET", path, 404, host="evil.example")
+    for url in ("/api/v1/events", "/api/v1/companies", "/api/v1/writes"):
+        for values in ((True,), ("\x00",), ("\ud800",), (1.5,)):
+            yield ApiCase(
+                f"{url} cursor {json.dumps(list(values))}",
+                "GET",
+                f"{url}?cursor={_cursor(*values)}",
+                400,
+            )
+    for path in (
+        "/api/v1/companies/%00",
+        f"/api/v1/companies/{COMPANY}/data/%00",
+        "/api/v1/writes/%00",
+        "/api/v1/events?company_id=%00",
+        "/api/v1/writes?data_type=%00",
+    ):
+        yield ApiCase(f"NUL: {path}", "GET", path, 400)
+    for path in ("/api/v1/companies/%ff", "/api/v1/companies/%ed%a0%80", "/api/v1/writes/%c0%af"):
+        yield ApiCase(f"not UTF-8: {path}", "GET", path, 404)
+    yield ApiCase("not UTF-8 filter", "GET", "/api/v1/events?company_id=%ff", 200)
+    replay = "/api/v1/events/replay"
+    for body in (b'{"company_id": "\\u0000"}', b'{"event_type": "\\ud800"}'):
+        yield ApiCase(f"replay filter {body.decode()}", "POST", replay, 422, body=body)
+    for value in ("0.5", "20260503", "1777888329"):
+        yield ApiCase(f"date {value}", "GET", f"/api/v1/events?received_before={value}", 422)
+    yield ApiCase("unknown status", "GET", "/api/v1/events?status=deadd", 422)
+    yield ApiCase("unknown write status", "GET", "/api/v1/writes?status=failed", 422)
+    for method, path, allow in (
+        ("GET", "/webhooks/codat", "POST"),
+        ("PUT", "/webhooks/codat", "POST"),
+        ("DELETE", "/api/v1/events", "GET"),
+        ("GET", "/api/v1/events/replay", "POST"),
+        ("POST", f"/api/v1/companies/{COMPANY}", "GET"),
+        ("PUT", "/healthz", "GET"),
+    ):
+        yield ApiCase(f"{method} {path}", method, path, 405, allow=allow)
