@@ -314,7 +314,7 @@ async def test_with_an_internal_port_the_public_app_answers_only_webhooks_and_he
         ).status_code == 200
         assert (await outside.get("/healthz")).status_code == 200
         assert (await outside.get("/readyz")).status_code == 200
-        for path in ("/api/v1/events", "/metrics", "/docs", "/openapi.json"):
+        for path in ("/api/v1/events", "/metrics", "/docs", "/redoc", "/openapi.json"):
             assert (await outside.get(path, headers=AUTH)).status_code == 404, path
         assert len((await get(inside, "/api/v1/events"))["items"]) == 1
         assert (await inside.get("/metrics")).status_code == 200
@@ -323,7 +323,7 @@ async def test_with_an_internal_port_the_public_app_answers_only_webhooks_and_he
 
 
 async def test_by_default_one_app_serves_everything(client: httpx.AsyncClient) -> None:
-    for path in ("/healthz", "/metrics", "/openapi.json", "/docs"):
+    for path in ("/healthz", "/metrics", "/openapi.json", "/docs", "/redoc"):
         assert (await client.get(path)).status_code == 200, path
     assert (await client.get("/api/v1/events", headers=AUTH)).status_code == 200
 
