@@ -30,15 +30,18 @@ def install_docs(app: FastAPI) -> None:
     openapi_url = app.openapi_url
     app.mount(ASSETS_URL, StaticFiles(packages=[("fastapi_offline", "static")]), name="docs-assets")
 
+    def url(request: Request, path: str) -> str:
+        """Relative to the app, wherever a proxy mounted it (root_path)."""
+        return f"{request.scope.get('root_path', '')}{path}"
+
     async def swagger_ui(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
         return get_swagger_ui_html(
-            openapi_url=f"{root}{openapi_url}",
+            openapi_url=url(request, openapi_url),
             title=f"{app.title} - Swagger UI",
-            oauth2_redirect_url=f"{root}{OAUTH2_REDIRECT_URL}",
-            swagger_js_url=f"{root}{ASSETS_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{ASSETS_URL}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+            oauth2_redirect_url=url(request, OAUTH2_REDIRECT_URL),
+            swagger_js_url=url(request, f"{ASSETS_URL}/swagger-ui-bundle.js"),
+            swagger_css_url=url(request, f"{ASSETS_URL}/swagger-ui.css"),
+            swagger_favicon_url=url(request, f"{ASSETS_URL}/favicon.png"),
             # No badge fetched from swagger.io's online validator.
             swagger_ui_parameters={"validatorUrl": None},
         )
@@ -47,12 +50,11 @@ def install_docs(app: FastAPI) -> None:
         return get_swagger_ui_oauth2_redirect_html()
 
     async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "")
         return get_redoc_html(
-            openapi_url=f"{root}{openapi_url}",
+            openapi_url=url(request, openapi_url),
             title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{ASSETS_URL}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png",
+            redoc_js_url=url(request, f"{ASSETS_URL}/redoc.standalone.js"),
+            redoc_favicon_url=url(request, f"{ASSETS_URL}/favicon.png"),
             with_google_fonts=False,
         )
 

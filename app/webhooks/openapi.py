@@ -7,7 +7,12 @@ answers it describes (README's table says the same).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+# One of the samples bundled for `send-test-event`: a real Codat body.
+SAMPLE = Path(__file__).parents[1] / "samples" / "read.completed.json"
 
 DESCRIPTION = """\
 Codat's Bill Pay webhooks, as Svix delivers them. The signature is checked first, against
@@ -48,30 +53,15 @@ REQUEST_BODY = {
                 "properties": {
                     "id": {"type": "string", "description": "Codat's event id"},
                     "eventType": {"type": "string", "description": "e.g. read.completed"},
-                    "generatedDate": {"type": "string", "format": "date-time"},
+                    "generatedDate": {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "When Codat generated the event",
+                    },
                     "payload": {"type": "object", "description": "Depends on eventType"},
                 },
             },
-            "example": {
-                "id": "743ec94a-8aa4-44bb-8bd4-e1855ee0e74b",
-                "eventType": "read.completed",
-                "generatedDate": "2026-05-04T07:12:09.344522Z",
-                "payload": {
-                    "referenceCompany": {
-                        "id": "0498e921-9b53-4396-a412-4f2f5983b0a2",
-                        "name": "Toft stores",
-                    },
-                    "dataTypes": [
-                        {
-                            "connectionId": "2e9d2c44-f675-40ba-8049-353bfcb5e171",
-                            "dataType": "bills",
-                            "recordsModified": True,
-                            "status": "Complete",
-                            "issues": [],
-                        }
-                    ],
-                },
-            },
+            "example": json.loads(SAMPLE.read_bytes()),
         }
     },
 }
