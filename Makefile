@@ -2,31 +2,24 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
-DEV_SECRET := whsec_Y29kYXQtd2ViaG9va3MtZGV2LW9ubHkh
-DEV_TOKEN := dev-status-token
 
 .PHONY: install run test test-any-hour tools lint typecheck reliability bench-receive bench-process bench-status-api bench-cost postgres clean
 
+# Quiet pip, so one line says what the half minute is for.
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	touch $@
+	@echo "Installing the service and its tools into $(VENV) (first run only, 30 s or more)..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+	@echo "Installed."
 
 install: $(VENV)/.installed
 
-# Settings in the environment win; only a missing secret gets the development one.
+# The service on SQLite; development settings and a local Codat sandbox where none are
+# given (scripts/run-dev.sh says which). Anything set in the environment wins.
 run: install
-	@if [ -z "$$CODAT_WEBHOOK_SECRETS" ]; then \
-		export CODAT_WEBHOOK_SECRETS=$(DEV_SECRET); \
-		echo "Using the development webhook secret: $(DEV_SECRET)"; \
-	fi; \
-	if [ -z "$$STATUS_API_TOKENS" ]; then \
-		export STATUS_API_TOKENS=$(DEV_TOKEN); \
-		echo "Using the development status API token: $(DEV_TOKEN)"; \
-	fi; \
-	export LOG_FORMAT=$${LOG_FORMAT:-console}; \
-	$(BIN)/codat-webhooks migrate && exec $(BIN)/codat-webhooks serve
+	@VENV=$(VENV) exec bash scripts/run-dev.sh
 
 postgres:
 	@bash scripts/ensure-postgres.sh

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -16,8 +17,9 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
-from app.config import DatabaseSettings, Settings, get_settings
+from app.config import DatabaseSettings, Settings, dev_env_file, get_settings
 from app.logs import configure_logging
+from app.sandbox import SANDBOX_API_KEY
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -37,17 +39,30 @@ def run_fast(coroutine: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coroutine)
 
 
-def load_settings() -> Settings:
-    """Settings, or a one-line error naming the variable, and exit code 2."""
+def load_settings(*, dev_env: bool = False) -> Settings:
+    """Settings, or a one-line error naming each bad variable, and exit code 2.
+
+    With `dev_env` (the commands one runs beside `make run`, never `serve` or `worker`),
+    what the environment leaves unset comes from the file `make run` wrote; the names
+    taken from it are said on stderr, their values never.
+    """
+    env_file = dev_env_file() if dev_env else None
     try:
-        return get_settings()
+        settings = get_settings() if env_file is None else Settings(_env_file=env_file)
     except ValidationError as exc:
-        problems = "; ".join(
+        problems = dict.fromkeys(
             f"{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg']}"
             for error in exc.errors()
         )
-        typer.echo(f"error: invalid configuration: {problems}", err=True)
+        typer.echo(f"error: invalid configuration: {'; '.join(problems)}", err=True)
         raise typer.Exit(code=2) from None
+    if env_file is not None:
+        from dotenv import dotenv_values
+
+        taken = [name for name in dotenv_values(env_file) if name not in os.environ]
+        if taken:
+            typer.echo(f"using make run's settings from {env_file}: {', '.join(taken)}", err=True)
+    return settings
 
 
 @cli.command()
@@ -154,7 +169,7 @@ def replay(
     from app.api.queries import EventFilter, replay_event, replay_events
     from app.models import utcnow
 
-    settings = load_settings()
+    settings = load_settings(dev_env=True)
     filters = EventFilter(event_type, status, company_id, received_after, received_before)
 
     async def work(session: AsyncSession) -> int:
@@ -190,7 +205,7 @@ def prune(
     from app.models import EventStatus, WebhookEvent, utcnow
 
     age = parse_age(older_than)
-    settings = load_settings()
+    settings = load_settings(dev_env=True)
 
     async def work(session: AsyncSession) -> int:
         result = await session.execute(
@@ -217,46 +232,86 @@ def send_test_event(
         typer.Option(help=f"One of: {SAMPLE_NAMES}"),
     ] = "read.completed",
     file: Annotated[Path | None, typer.Option(help="Send this JSON file instead")] = None,
+    repeat: Annotated[
+        int,
+        typer.Option(min=1, max=10, help="Send the same delivery this many times, as a retry"),
+    ] = 1,
+    delivery_id: Annotated[
+        str | None, typer.Option(help="The delivery's webhook-id (default: a new one)")
+    ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=600,
+            help="Seconds to wait for the worker to process the event and the pulls it"
+            " queued (reads DATABASE_URL)",
+        ),
+    ] = 0,
 ) -> None:
     """Sign an event with the configured secret and post it: how to check a deployment."""
     import httpx
-    from svix.webhooks import Webhook
 
-    settings = load_settings()
+    from app.sample_delivery import new_delivery_id, now_utc, signed_headers
+
+    settings = load_settings(dev_env=True)
     path = file or SAMPLES / f"{sample}.json"
     if not path.is_file():
         raise typer.BadParameter(f"no such file or sample: {path}")
     body = json.loads(path.read_text())
     body["id"] = str(uuid.uuid4())  # a fresh event, not a duplicate of the last test
     raw = json.dumps(body)
-    msg_id = f"msg_test_{uuid.uuid4().hex}"
-    now = datetime.now(UTC)
+    delivery = delivery_id or new_delivery_id()
     secret = settings.codat_webhook_secrets[0].get_secret_value()
-    headers = {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(secret).sign(msg_id, now, raw),
-        "content-type": "application/json",
-    }
     target = url or f"http://127.0.0.1:{settings.port}/webhooks/codat"
-    try:
-        response = httpx.post(target, content=raw, headers=headers, timeout=15)
-    except httpx.HTTPError as exc:
-        typer.echo(f"error: could not reach {target}: {type(exc).__name__}", err=True)
-        raise typer.Exit(code=1) from None
-    typer.echo(f"{response.status_code} {response.text} (delivery {msg_id})")
-    if response.status_code >= 300:
+    for _ in range(repeat):
+        try:
+            response = httpx.post(
+                target,
+                content=raw,
+                headers=signed_headers(secret, delivery, raw, now_utc()),
+                timeout=15,
+            )
+        except httpx.HTTPError as exc:
+            typer.echo(f"error: could not reach {target}: {type(exc).__name__}", err=True)
+            raise typer.Exit(code=1) from None
+        typer.echo(f"{response.status_code} {response.text} (delivery {delivery})")
+        if response.status_code >= 300:
+            raise typer.Exit(code=1)
+    if wait:
+        _wait_for_processing(settings, delivery, wait)
+
+
+def _wait_for_processing(settings: Settings, delivery: str, timeout: float) -> None:
+    from app.db import create_engine
+    from app.sample_delivery import wait_until_processed
+
+    async def work() -> tuple[bool, str]:
+        engine = create_engine(settings.database_url)
+        try:
+            state = await wait_until_processed(engine, delivery, timeout)
+        finally:
+            await engine.dispose()
+        return state.finished, state.summary()
+
+    finished, summary = _run(work())
+    typer.echo(summary)
+    if not finished:
         raise typer.Exit(code=1)
 
 
 @cli.command("check-config")
 def check_config() -> None:
-    """Validate the settings and the database connection, and say what is wrong."""
+    """Validate the settings and the database connection, and say what is wrong (once each)."""
     from app.api.health import readiness
     from app.db import create_engine
 
-    settings = load_settings()
-    typer.echo(f"settings: ok ({len(settings.codat_webhook_secrets)} webhook secret(s))")
+    settings = load_settings(dev_env=True)
+    typer.echo(
+        f"settings: ok ({len(settings.codat_webhook_secrets)} webhook secret(s),"
+        f" {len(settings.status_api_tokens)} status API token(s), Codat at"
+        f" {settings.codat_base_url})"
+    )
     problems = []
     if not settings.codat_api_key.get_secret_value():
         problems.append("CODAT_API_KEY is not set: the worker cannot call Codat")
@@ -271,8 +326,9 @@ def check_config() -> None:
             await engine.dispose()
 
     ready, reason = _run(database())
-    typer.echo(f"database: {reason}")
-    if not ready:
+    if ready:
+        typer.echo(f"database: {reason}")
+    else:
         problems.append(f"database: {reason}")
     for problem in problems:
         typer.echo(f"problem: {problem}", err=True)
@@ -303,7 +359,7 @@ def refresh(
     from app.codat.datatypes import BILL_PAY_DATA_TYPES
     from app.models import utcnow
 
-    settings = load_settings()
+    settings = load_settings(dev_env=True)
     types = data_type or list(BILL_PAY_DATA_TYPES[settings.bill_pay_variant])
 
     async def work(session: AsyncSession) -> int:
@@ -324,7 +380,7 @@ def reconcile(
     from app.api.queries import queue_reconcile
     from app.models import utcnow
 
-    settings = load_settings()
+    settings = load_settings(dev_env=True)
 
     async def work(session: AsyncSession) -> int:
         companies = await _known_companies(session, company_id)
@@ -343,7 +399,7 @@ def register_webhook(
     from app.codat.datatypes import BILL_PAY_EVENT_TYPES
     from app.processing.context import build_context
 
-    settings = load_settings()
+    settings = load_settings(dev_env=True)
     url = public_url.rstrip("/") + "/webhooks/codat"
 
     async def work() -> tuple[bool, dict[str, Any]]:
@@ -368,6 +424,37 @@ def register_webhook(
         "Codat's API does not expose the signing secret: copy it from the Portal (Monitor >"
         " Webhooks > Events > this endpoint) into CODAT_WEBHOOK_SECRETS."
     )
+
+
+SANDBOX_PORT = 8100
+
+
+@cli.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = SANDBOX_PORT,
+    api_key: Annotated[
+        str,
+        typer.Option(help="The API key it accepts (Basic auth, as Codat); empty: any"),
+    ] = SANDBOX_API_KEY,
+    exit_with_parent: Annotated[
+        bool, typer.Option(hidden=True, help="Stop when the starting process ends")
+    ] = False,
+    log_level: Annotated[str, typer.Option(envvar="LOG_LEVEL")] = "INFO",
+    log_format: Annotated[str, typer.Option(envvar="LOG_FORMAT")] = "console",
+) -> None:
+    """Serve a local stand-in for Codat, for trying the service without a Codat account.
+
+    It holds the company of the bundled sample events with records of every data type, and
+    the push operations of the write samples; refreshes finish a second after they are
+    queued. Point the service at it with CODAT_BASE_URL=http://HOST:PORT and
+    CODAT_API_KEY=the key; `make run` does that when CODAT_API_KEY is not set. Never for
+    production: it is the fake Codat the tests use.
+    """
+    from app.sandbox.server import serve_sandbox
+
+    configure_logging(log_level, "json" if log_format == "json" else "console")
+    run_fast(serve_sandbox(host, port, api_key or None, exit_with_parent=exit_with_parent))
 
 
 def main() -> None:

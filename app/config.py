@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/codat-webhooks.db"
+# `make run` writes the development settings it chose (never ones it was given) here, beside
+# the default database, so that commands run from the checkout in another shell find them.
+# CODAT_WEBHOOKS_DEV_ENV names another file; empty turns the fallback off.
+DEV_ENV_FILE = "var/dev.env"
 
 
 def _split_commas(value: object) -> object:
@@ -91,6 +97,12 @@ class Settings(DatabaseSettings):
                     "each secret must start with whsec_ (copy it from the Codat Portal)"
                 )
         return value
+
+
+def dev_env_file() -> Path | None:
+    """The file `make run` left its development settings in, if there is one."""
+    path = Path(os.environ.get("CODAT_WEBHOOKS_DEV_ENV", DEV_ENV_FILE))
+    return path if str(path) not in ("", ".") and path.is_file() else None
 
 
 @lru_cache(maxsize=1)

@@ -45,6 +45,15 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
-    # Driver loggers print SQL parameters (raw bodies) at DEBUG: never let them.
-    for noisy in ("uvicorn.access", "httpx", "httpcore", "aiosqlite", "asyncpg", "sqlalchemy"):
+    # Driver loggers print SQL parameters (raw bodies) at DEBUG: never let them. Alembic
+    # names each of its plugins at INFO when the first script directory loads (/readyz).
+    for noisy in (
+        "uvicorn.access",
+        "httpx",
+        "httpcore",
+        "aiosqlite",
+        "asyncpg",
+        "sqlalchemy",
+        "alembic.runtime.plugins",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -32,6 +32,9 @@ from tests.support.oas import samples_dir
 from tests.support.signing import ROTATED_SECRET, TEST_SECRET
 
 SAMPLES_DIR = samples_dir()
+# `make run` leaves its development settings in var/dev.env of the checkout, which the
+# operator commands read; the tests (and the processes they start) never do.
+os.environ["CODAT_WEBHOOKS_DEV_ENV"] = ""
 ADMIN_POSTGRES_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )

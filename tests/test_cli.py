@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import typer
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -120,6 +121,7 @@ def test_every_command_has_help() -> None:
         "prune",
         "send-test-event",
         "check-config",
+        "sandbox",
     ):
         result = runner.invoke(cli, [command, "--help"])
         assert result.exit_code == 0, command
@@ -179,6 +181,43 @@ def test_check_config_says_what_is_wrong(
     bad = runner.invoke(cli, ["check-config"])
     assert bad.exit_code == 1
     assert "CODAT_API_KEY" in bad.output and "database" in bad.output
+    for problem in ("CODAT_API_KEY is not set", "database unreachable"):
+        assert bad.output.count(problem) == 1, f"said once: {bad.output}"
+
+
+DEV_ENV_NAMES = ("CODAT_WEBHOOK_SECRETS", "STATUS_API_TOKENS", "CODAT_API_KEY", "CODAT_BASE_URL")
+
+
+def test_commands_beside_make_run_take_its_development_settings(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's commands, pasted into a second shell, need no exports."""
+    from app.cli import load_settings
+
+    dev_env = tmp_path / "dev.env"
+    dev_env.write_text(
+        f"CODAT_WEBHOOK_SECRETS={TEST_SECRET}\nSTATUS_API_TOKENS=dev-token\n"
+        "CODAT_API_KEY=sandbox-key\nCODAT_BASE_URL=http://127.0.0.1:8100\nPORT=8123\n"
+    )
+    monkeypatch.setenv("CODAT_WEBHOOKS_DEV_ENV", str(dev_env))
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    for name in (*DEV_ENV_NAMES, "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    ok = runner.invoke(cli, ["check-config"])
+    assert ok.exit_code == 0, ok.output
+    assert "configuration ok" in ok.output and "Codat at http://127.0.0.1:8100" in ok.output
+    assert f"from {dev_env}: {', '.join(DEV_ENV_NAMES)}, PORT" in ok.stderr
+    assert TEST_SECRET not in ok.output and "sandbox-key" not in ok.output, "names, not values"
+
+    monkeypatch.setenv("CODAT_BASE_URL", "https://api.codat.io")  # the environment wins
+    settings = load_settings(dev_env=True)
+    assert settings.codat_base_url == "https://api.codat.io" and settings.port == 8123
+    # `serve` and `worker` read the environment alone: no secret there, no start.
+    with pytest.raises(typer.Exit) as refused:
+        load_settings()
+    assert refused.value.exit_code == 2
+    get_settings.cache_clear()
 
 
 def test_send_test_event_reaches_a_running_service(tmp_path: Path) -> None:
@@ -208,28 +247,35 @@ def test_send_test_event_reaches_a_running_service(tmp_path: Path) -> None:
                 pass
             assert time.monotonic() < deadline, "the service did not start"
             time.sleep(0.1)
-        sent = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "app.cli",
-                "send-test-event",
-                "--sample",
-                "bills.write.unsuccessful",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+
+        def send(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "app.cli", "send-test-event", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+
+        sent = send("--sample", "bills.write.unsuccessful")
         assert sent.returncode == 0, sent.stderr
         assert sent.stdout.startswith('200 {"status":"stored"}')
+        again = send("--sample", "read.completed", "--delivery-id", "msg_given", "--repeat", "2")
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.splitlines() == [
+            '200 {"status":"stored"} (delivery msg_given)',
+            '200 {"status":"duplicate"} (delivery msg_given)',
+        ]
+        # No worker runs here (EMBEDDED_WORKER=false): the wait ends, and says why.
+        waited = send("--sample", "read.completed", "--wait", "0.5")
+        assert waited.returncode == 1
+        assert "still pending" in waited.stdout and "is the worker running" in waited.stdout
     finally:
         server.terminate()
         server.wait(timeout=30)
     stored = statuses(database)
-    assert list(stored.values()) == [EventStatus.PENDING]
-    assert uuid.UUID(next(iter(stored)))  # a fresh event id each time
+    assert list(stored.values()) == [EventStatus.PENDING] * 3, "the repeat is stored once"
+    assert all(uuid.UUID(event_id) for event_id in stored)  # a fresh event id each time
 
 
 def test_register_webhook_creates_the_consumer_once(

@@ -386,6 +386,19 @@ def test_the_dockerfile_builds_one_slim_non_root_image_for_every_command(
     assert "/healthz" in {getattr(route, "path", None) for route in health_router.routes}
 
 
+def test_the_image_never_starts_the_development_sandbox(
+    stages: list[Stage], compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """The Codat sandbox is started by `make run`'s script alone: the image has no such
+    script, and every command it runs is a plain console-script command, never `sandbox`."""
+    files = copy_build_context(ROOT, tmp_path)
+    assert "scripts/run-dev.sh" not in files
+    runtime = stages[-1]
+    commands = [exec_form(runtime.one("CMD").args)]
+    commands += [service["command"] for service in app_services(compose).values()]
+    assert all("sandbox" not in command for command in commands), commands
+
+
 def test_every_compose_command_exists_in_the_console_script(compose: dict[str, Any]) -> None:
     services = app_services(compose)
     assert {name: s.get("command") for name, s in services.items()} == APP_IMAGE_COMMANDS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -13,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.main import create_app
 from app.models import EventStatus
+from app.webhooks.route import incoming_event
+from app.webhooks.store import StoreResult, log_commit
 from tests.conftest import count_rows, make_settings, running, sample
 from tests.support.flow import events as stored_events
 from tests.support.signing import ROTATED_SECRET, WRONG_SECRET, sign
@@ -132,6 +135,43 @@ async def test_a_duplicate_delivery_is_acknowledged_and_stored_once(
     assert (first.status_code, first.json()) == (200, {"status": "stored"})
     assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
     assert await count_rows(engine) == 1
+
+
+async def test_each_delivery_is_logged_with_its_type_delivery_id_and_company(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.webhooks.store")
+    body = json.dumps(sample("bills.write.unsuccessful")).encode()
+    await post_signed(client, body, msg_id="msg_logged")
+    await post_signed(client, body, msg_id="msg_logged")
+    company = sample("bills.write.unsuccessful")["payload"]["referenceCompany"]["id"]
+    logged = [
+        (r.getMessage(), r.event_type, r.delivery_id, r.company_id)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "app.webhooks.store"
+    ]
+    assert logged == [
+        ("event stored", "bills.write.unsuccessful", "msg_logged", company),
+        ("duplicate delivery ignored", "bills.write.unsuccessful", "msg_logged", company),
+    ]
+
+
+def test_a_burst_sharing_one_commit_is_counted_in_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.webhooks.store")
+    now = datetime.now(UTC)
+    read, write = sample("read.completed"), sample("bills.write.successful")
+    burst = [
+        incoming_event(f"msg_{i}", json.dumps(body).encode(), now)
+        for i, body in enumerate([read, read, write, read])
+    ]
+    stored, duplicate = StoreResult.STORED, StoreResult.DUPLICATE
+    log_commit(burst, [stored, stored, stored, duplicate])
+    [line] = caplog.records
+    assert line.getMessage() == "events stored"
+    assert (line.stored, line.duplicates) == (3, 1)  # type: ignore[attr-defined]
+    assert line.event_types == {"read.completed": 2, "bills.write.successful": 1}  # type: ignore[attr-defined]
 
 
 async def test_fifty_simultaneous_deliveries_of_one_event_leave_one_row(

@@ -62,6 +62,7 @@ JOB_RUNNERS: dict[str, JobRunner] = {
 }
 
 Item = WebhookEvent | Job
+_FINISHED_EVENT = frozenset({EventStatus.PROCESSED, EventStatus.IGNORED})
 
 
 class LeaseLost(Exception):
@@ -283,8 +284,19 @@ class Worker:
         except Exception as exc:  # every failure is recorded on the row, never lost
             outcome = await self._settle_failed(item, exc)
         finally:
+            seconds = time.monotonic() - started
             WORK_DONE.labels(queue=queue, kind=kind, outcome=outcome).inc()
-            WORK_SECONDS.labels(queue=queue).observe(time.monotonic() - started)
+            WORK_SECONDS.labels(queue=queue).observe(seconds)
+            if isinstance(item, WebhookEvent) and outcome in _FINISHED_EVENT:
+                # Retries, deaths and lost leases have their own warning lines.
+                log.info(
+                    "event processed",
+                    extra={
+                        **_ids(item),
+                        "outcome": outcome,
+                        "duration_ms": round(seconds * 1000, 1),
+                    },
+                )
 
     async def _run(self, item: Item) -> Outcome:
         if isinstance(item, WebhookEvent):
@@ -380,6 +392,7 @@ def _ids(item: Item) -> dict[str, object]:
             "event_id": item.event_id,
             "delivery_id": item.delivery_id,
             "event_type": item.event_type,
+            "company_id": item.company_id,
             "attempts": item.attempts,
         }
     return {"job": item.key, "attempts": item.attempts}
