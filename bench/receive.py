@@ -176,6 +176,7 @@ def server(
     *,
     null: bool = False,
     embedded_worker: bool = False,
+    log_level: str = "INFO",
 ) -> Iterator[Server]:
     """Start one target on a free loopback port; yield its webhook URL and pid; stop it."""
     port = free_port()
@@ -185,7 +186,7 @@ def server(
         "CODAT_WEBHOOK_SECRETS": SECRET,
         "HOST": "127.0.0.1",
         "PORT": str(port),
-        "LOG_LEVEL": "WARNING",
+        "LOG_LEVEL": log_level,
         "LOG_FORMAT": "json",
         # Receiving alone, as the minimal receiver does: no event processing in-process
         # (it would call the Codat API); --embedded-worker keeps the service's default.
@@ -274,8 +275,18 @@ def run_once(
     try:
         detail = workdir / f"{label}.detail.json"
         log = workdir / f"{label}.log"
-        with server(target, database.url, log, embedded_worker=args.embedded_worker) as running:
+        with server(
+            target,
+            database.url,
+            log,
+            embedded_worker=args.embedded_worker,
+            log_level=args.log_level,
+        ) as running:
             result = load(running, args, detail, args.seconds)
+        result["stored_log_lines"] = sum(
+            '"event": "event stored"' in line or '"event": "events stored"' in line
+            for line in log.read_text(errors="replace").splitlines()
+        )
         data = json.loads(detail.read_text())
         acked = set(data["acked_ids"])
         stored = database.delivery_ids()
@@ -346,7 +357,8 @@ def benchmark(args: argparse.Namespace) -> int:
                     f"acked {result['acknowledged']:>6} = rows {result['rows']:>6}  "
                     f"non-2xx {result['non_2xx']}  errors {sum(result['errors'].values())}  "
                     f"CPU/event: server {result['server_cpu_us']:.0f} us, "
-                    f"loadgen {result['loadgen_cpu_us']:.0f} us",
+                    f"loadgen {result['loadgen_cpu_us']:.0f} us  "
+                    f"'stored' log lines {result['stored_log_lines']}",
                     flush=True,
                 )
     print_table(backends, results, args)
@@ -361,7 +373,8 @@ def print_table(
     worker = "on" if args.embedded_worker else "off"
     print(
         f"concurrency {args.concurrency}, {args.seconds:g} s x {args.rounds} rounds per target, "
-        f"one uvicorn worker each, service's embedded event worker {worker}"
+        f"one uvicorn worker each, service's embedded event worker {worker}, "
+        f"LOG_LEVEL={args.log_level}"
     )
     header = (
         f"{'backend':<11} {'target':<8} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
@@ -409,6 +422,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="where to CREATE/DROP the scratch databases (env BENCH_POSTGRES_URL)",
     )
     parser.add_argument("--no-ceiling", action="store_true", help="skip the no-work calibration")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        help="the service's LOG_LEVEL: INFO, as production runs, logs each commit's events",
+    )
     parser.add_argument(
         "--embedded-worker",
         action="store_true",
