@@ -47,8 +47,26 @@ MISSED_WEBHOOKS = Counter(
     "Above zero means deliveries are being lost.",
     ["kind"],
 )
+# Known from the start, so that the first catch-up shows as an increase (an alert on
+# `increase()` does not see a series that is born at 1).
+for _kind in ("read.completed", "write"):
+    MISSED_WEBHOOKS.labels(kind=_kind)
 REFRESHES = Counter(
     "codat_refreshes_requested_total",
     "Refreshes asked of Codat, by why (write, incomplete_read, sweep, api).",
     ["reason"],
+)
+DATA_TYPES_OVERDUE = Gauge(
+    "codat_data_types_overdue",
+    "Bill Pay data types of active companies neither pulled nor read complete within "
+    "FRESHNESS_MAX_AGE, read at scrape time.",
+    ["data_type"],
+)
+LAST_WEBHOOK_RECEIVED = Gauge(
+    "codat_last_webhook_received_timestamp_seconds",
+    "Unix time the newest stored delivery was received (0 when none is stored), read at "
+    "scrape time.",
+)
+ACTIVE_COMPANIES = Gauge(
+    "codat_active_companies", "Companies whose status is active, read at scrape time."
 )

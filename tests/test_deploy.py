@@ -4,7 +4,9 @@
   guide promises (multi-stage, non-root, health check, one image for every command).
 - compose.yaml: every service's command exists in the console script, the start order
   is db healthy -> migrate completed -> web and worker, every variable is listed in
-  .env.example, and a missing required one stops compose with a message.
+  .env.example, and a missing required one stops compose with a message. The
+  `observability` profile's Prometheus loads the alerting rules and scrapes web's
+  internal port and every worker's metrics port.
 - The image's own commands: the Dockerfile's builder steps, read from the Dockerfile,
   run in a fresh virtual environment on the build context .dockerignore lets through;
   then `migrate` and `serve` as the image runs them answer 200 on /healthz and /readyz,
@@ -39,6 +41,7 @@ from app.cli import cli
 from app.config import Settings
 from tests.conftest import ADMIN_POSTGRES_URL, BACKENDS, PostgresDatabases
 from tests.support.ports import free_port
+from tests.support.promtool import promtool
 from tests.support.signing import TEST_SECRET
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +50,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "compose.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 OPERATOR_GUIDE = ROOT / "docs" / "operator-guide.md"
+PROMETHEUS_ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 
 APP_IMAGE_COMMANDS = {"migrate": ["migrate"], "web": ["serve"], "worker": ["worker"]}
 # In a container the service listens on every interface of its own network namespace.
@@ -408,7 +412,7 @@ def test_every_compose_command_exists_in_the_console_script(compose: dict[str, A
         assert isinstance(command, list), f"{name}: write the command as a list"
         result = runner.invoke(cli, [*command, "--help"])
         assert result.exit_code == 0, f"{name}: `codat-webhooks {command}`: {result.output}"
-    assert set(compose["services"]) - set(services) == {"db"}
+    assert set(compose["services"]) - set(services) == {"db", "prometheus"}
 
 
 def test_compose_starts_web_and_worker_after_a_healthy_db_and_a_completed_migration(
@@ -439,6 +443,45 @@ def test_compose_starts_web_and_worker_after_a_healthy_db_and_a_completed_migrat
         "a container_name would forbid --scale worker=N"
     )
     assert "ports" not in services["worker"]
+
+
+def test_the_observability_profile_runs_prometheus_on_the_rules_and_internal_ports(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    prometheus = services["prometheus"]
+    assert prometheus["profiles"] == ["observability"]
+    others = [name for name, service in services.items() if "profiles" in service]
+    assert others == ["prometheus"], "the service itself starts without a profile"
+    # The configuration as the container sees it: the mounted folder, read here.
+    mounts = dict(
+        (target, ROOT / source)
+        for source, target, *_ in (str(v).split(":") for v in prometheus["volumes"])
+        if source.startswith("./")
+    )
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in prometheus["command"])
+    config_dir, config_name = flags["config.file"].rsplit("/", 1)
+    config_path = mounts[config_dir] / config_name
+    config = yaml.safe_load(config_path.read_text())
+    assert [config_path.parent / rules for rules in config["rule_files"]] == [PROMETHEUS_ALERTS]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    web_port = services["web"]["environment"]["INTERNAL_PORT"]
+    worker_port = services["worker"]["environment"]["WORKER_METRICS_PORT"]
+    web_targets = [t for c in jobs["codat-webhooks-web"]["static_configs"] for t in c["targets"]]
+    assert web_targets == [f"web:{web_port}"], "the internal listener, where /metrics is"
+    # Every worker of --scale worker=N: compose's DNS answers the service name with each.
+    assert jobs["codat-webhooks-worker"]["dns_sd_configs"] == [
+        {"names": ["worker"], "type": "A", "port": int(worker_port)}
+    ]
+    # The alert on a process that is down names these jobs.
+    alerts = PROMETHEUS_ALERTS.read_text()
+    assert 'job="codat-webhooks-web"' in alerts and "codat-webhooks-(web|worker)" in alerts
+    assert set(jobs) == {"codat-webhooks-web", "codat-webhooks-worker"}
+    errors: list[MissingVariable] = []
+    ports = interpolate_tree(prometheus["ports"], {}, errors)
+    assert errors == [] and ports == ["127.0.0.1:9090:9090"], "the UI on loopback only"
+    checked = promtool("check", "config", config_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_env_example_lists_every_variable_and_no_secret(

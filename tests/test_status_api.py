@@ -10,13 +10,16 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import update
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.db import session_factory
 from app.main import create_app, create_split_apps
-from app.models import EventStatus, WebhookEvent
+from app.models import Company, DataTypeState, EventStatus, WebhookEvent, utcnow
 from app.processing.context import Context
+from app.processing.state import ensure_company
 from app.processing.worker import Worker
 from app.sandbox.fake_codat import FakeCodat, make_bill
 from tests.conftest import Clock, make_settings, running, sample
@@ -298,6 +301,76 @@ async def test_metrics_count_what_happened(client: httpx.AsyncClient) -> None:
     assert 'codat_queue_depth{queue="events",status="pending"} 1.0' in text
     assert "codat_queue_oldest_due_age_seconds" in text
     assert "codat_client_paused 0.0" in text
+
+
+def scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics answer: (name, sorted labels) -> value."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_metrics_say_what_is_overdue_and_when_codat_last_delivered(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """The gauges behind the freshness alerts (deploy/prometheus/alerts.yml)."""
+    sessions = session_factory(engine)
+    now = utcnow()
+    old, recent = now - timedelta(days=2), now - timedelta(hours=1)
+    async with sessions.begin() as session:
+        await ensure_company(session, "active-co", now)
+        await ensure_company(session, "gone-co", now)
+        await session.flush()
+        await session.execute(
+            update(Company).where(Company.id == "gone-co").values(status="deleted")
+        )
+        for company_id, data_type, pulled, read_status, read_at in [
+            ("active-co", "bills", old, None, None),  # overdue
+            ("active-co", "suppliers", None, "Complete", old),  # overdue
+            ("active-co", "company", recent, None, None),  # pulled lately
+            ("active-co", "chartOfAccounts", old, "Complete", recent),  # read, nothing new
+            ("active-co", "taxRates", old, None, None),  # not Bill Pay (async)
+            ("gone-co", "bills", old, None, None),  # not an active company
+        ]:
+            session.add(
+                DataTypeState(
+                    company_id=company_id,
+                    data_type=data_type,
+                    last_pulled_at=pulled,
+                    last_read_status=read_status,
+                    last_read_at=read_at,
+                    record_count=0,
+                    updated_at=now,
+                )
+            )
+    before = scraped((await client.get("/metrics")).text)
+    assert before[("codat_last_webhook_received_timestamp_seconds", ())] == 0
+    body = json.dumps(sample("read.completed")).encode()
+    assert (await client.post("/webhooks/codat", content=body, headers=sign(body))).is_success
+
+    metrics = scraped((await client.get("/metrics")).text)
+    overdue = {
+        dict(labels)["data_type"]: value
+        for (name, labels), value in metrics.items()
+        if name == "codat_data_types_overdue"
+    }
+    assert overdue == {
+        "bankAccounts": 0,
+        "bills": 1,
+        "billPayments": 0,
+        "chartOfAccounts": 0,
+        "company": 0,
+        "paymentMethods": 0,
+        "suppliers": 1,
+    }
+    assert metrics[("codat_active_companies", ())] == 1
+    async with sessions() as session:
+        received = await session.scalar(select(WebhookEvent.received_at))
+    assert received is not None
+    stamp = metrics[("codat_last_webhook_received_timestamp_seconds", ())]
+    assert stamp == pytest.approx(received.timestamp(), abs=0.001)
 
 
 # -- the two listener layouts -----------------------------------------------------------

@@ -11,14 +11,26 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.metrics import CODAT_PAUSED, DEAD_ITEMS, OLDEST_DUE_AGE, QUEUE_DEPTH
-from app.models import Job, RateLimitState, WebhookEvent, utcnow
+from app.codat.datatypes import BILL_PAY_DATA_TYPES
+from app.config import Settings
+from app.metrics import (
+    ACTIVE_COMPANIES,
+    CODAT_PAUSED,
+    DATA_TYPES_OVERDUE,
+    DEAD_ITEMS,
+    LAST_WEBHOOK_RECEIVED,
+    OLDEST_DUE_AGE,
+    QUEUE_DEPTH,
+)
+from app.models import Company, DataTypeState, Job, RateLimitState, WebhookEvent, utcnow
+from app.processing.freshness import overdue_bill_pay_types
 
 router = APIRouter(tags=["metrics"])
 
 
-async def refresh_queue_gauges(session: AsyncSession, now: datetime) -> None:
-    """Only pending, processing and dead rows are counted: the indexed, small part."""
+async def refresh_database_gauges(session: AsyncSession, settings: Settings, now: datetime) -> None:
+    """What every worker shares, read where it is kept. Of the queues only pending,
+    processing and dead rows are counted: the indexed, small part."""
     for name, model in (("events", WebhookEvent), ("jobs", Job)):
         counts = dict(
             (
@@ -41,6 +53,36 @@ async def refresh_queue_gauges(session: AsyncSession, now: datetime) -> None:
         OLDEST_DUE_AGE.labels(queue=name).set(max(0.0, age))
     paused_until = await session.scalar(select(RateLimitState.paused_until))
     CODAT_PAUSED.set(1 if paused_until is not None and paused_until > now else 0)
+    await _refresh_freshness_gauges(session, settings, now)
+
+
+async def _refresh_freshness_gauges(
+    session: AsyncSession, settings: Settings, now: datetime
+) -> None:
+    """Overdue data and silence from Codat: what the alerts on freshness read."""
+    overdue = dict(
+        (
+            await session.execute(
+                select(DataTypeState.data_type, func.count())
+                .join(Company, Company.id == DataTypeState.company_id)
+                .where(
+                    overdue_bill_pay_types(
+                        settings.bill_pay_variant, now - settings.freshness_max_age
+                    )
+                )
+                .group_by(DataTypeState.data_type)
+            )
+        ).all()
+    )
+    for data_type in BILL_PAY_DATA_TYPES[settings.bill_pay_variant]:
+        DATA_TYPES_OVERDUE.labels(data_type=data_type).set(overdue.get(data_type, 0))
+    # The newest row by primary key, not max(received_at): an index read, not a scan.
+    newest = await session.scalar(
+        select(WebhookEvent.received_at).order_by(WebhookEvent.id.desc()).limit(1)
+    )
+    LAST_WEBHOOK_RECEIVED.set(newest.timestamp() if newest is not None else 0)
+    active = await session.scalar(select(func.count()).where(Company.status == "active"))
+    ACTIVE_COMPANIES.set(active or 0)
 
 
 METRICS_EXAMPLE = """\
@@ -61,7 +103,7 @@ async def metrics(request: Request) -> Response:
     and age, dead items, calls to Codat, the pause, refreshes, missed webhooks."""
     try:
         async with request.app.state.sessions() as session:
-            await refresh_queue_gauges(session, utcnow())
+            await refresh_database_gauges(session, request.app.state.settings, utcnow())
     except (SQLAlchemyError, OSError):
         pass  # the in-process counters are still worth serving
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES
+from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES, Variant
 from app.codat.errors import CodatNotReady
 from app.db import Executor
 from app.metrics import MISSED_WEBHOOKS, REFRESHES
@@ -323,14 +323,13 @@ def is_overdue(state: DataTypeState, now: datetime, max_age: timedelta) -> bool:
     return not any(moment is not None and moment >= cutoff for moment in fresh)
 
 
-def _overdue_condition(ctx: Context, now: datetime) -> list[ColumnElement[bool]]:
-    """Bill Pay types of active companies neither pulled nor read complete within the
-    policy, and not already asked for within it."""
-    cutoff = now - ctx.settings.freshness_max_age
-    bill_pay = BILL_PAY_DATA_TYPES[ctx.settings.bill_pay_variant]
-    return [
+def overdue_bill_pay_types(variant: Variant, cutoff: datetime) -> ColumnElement[bool]:
+    """Bill Pay types of active companies neither pulled nor read complete since `cutoff`:
+    `is_overdue` in SQL, for the sweep and the `codat_data_types_overdue` gauge (joined
+    with `companies`)."""
+    return and_(
         Company.status == "active",
-        DataTypeState.data_type.in_(bill_pay),
+        DataTypeState.data_type.in_(BILL_PAY_DATA_TYPES[variant]),
         or_(DataTypeState.last_pulled_at.is_(None), DataTypeState.last_pulled_at < cutoff),
         # A complete read with nothing modified leaves the copy as fresh as a pull would.
         not_(
@@ -339,6 +338,15 @@ def _overdue_condition(ctx: Context, now: datetime) -> list[ColumnElement[bool]]
                 func.coalesce(DataTypeState.last_read_at, EPOCH) >= cutoff,
             )
         ),
+    )
+
+
+def _overdue_condition(ctx: Context, now: datetime) -> list[ColumnElement[bool]]:
+    """Bill Pay types of active companies neither pulled nor read complete within the
+    policy, and not already asked for within it."""
+    cutoff = now - ctx.settings.freshness_max_age
+    return [
+        overdue_bill_pay_types(ctx.settings.bill_pay_variant, cutoff),
         or_(
             DataTypeState.last_refresh_requested_at.is_(None),
             DataTypeState.last_refresh_requested_at < cutoff,
