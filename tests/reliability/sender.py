@@ -62,9 +62,14 @@ class Sender:
         self.max_attempts = max_attempts
         self.give_up_after = give_up_after
         self.deliveries: list[Delivery] = []
-        self._client = httpx.AsyncClient(
-            timeout=timeout, limits=httpx.Limits(max_connections=128, max_keepalive_connections=64)
+        # Idle connections are dropped well before the server's keep-alive time-out (uvicorn's
+        # 5 s, httpx's default expiry too): with equal times, a request sent on a connection
+        # as the server closes it fails with ReadError, HTTP/1.1's own race, not the
+        # service's; on a busy machine it showed up as a lost answer under steady load.
+        limits = httpx.Limits(
+            max_connections=128, max_keepalive_connections=64, keepalive_expiry=1.0
         )
+        self._client = httpx.AsyncClient(timeout=timeout, limits=limits)
 
     async def aclose(self) -> None:
         await self._client.aclose()
