@@ -199,25 +199,104 @@ def prune(
     older_than: Annotated[str, typer.Option(help="Age, e.g. 30d, 12h")] = "30d",
 ) -> None:
     """Delete processed and ignored events older than the given age (never pending,
-    failed, dead or unprocessable ones)."""
-    from sqlalchemy import delete
-
+    failed, dead or unprocessable ones), and changes as old whose deliveries are settled."""
+    from app.changes.deliveries import prune_changes
     from app.models import EventStatus, WebhookEvent, utcnow
 
     age = parse_age(older_than)
     settings = load_settings(dev_env=True)
 
-    async def work(session: AsyncSession) -> int:
+    async def work(session: AsyncSession) -> tuple[int, int]:
+        from sqlalchemy import delete
+
+        cutoff = utcnow() - age
         result = await session.execute(
             delete(WebhookEvent).where(
                 WebhookEvent.status.in_([EventStatus.PROCESSED, EventStatus.IGNORED]),
-                WebhookEvent.processed_at < utcnow() - age,
+                WebhookEvent.processed_at < cutoff,
             )
         )
+        changes = await prune_changes(session, cutoff)
         await session.commit()
-        return int(getattr(result, "rowcount", 0) or 0)
+        return int(getattr(result, "rowcount", 0) or 0), changes
 
-    typer.echo(f"pruned {_run(_with_session(settings, work))} event(s) older than {older_than}")
+    events, changes = _run(_with_session(settings, work))
+    typer.echo(f"pruned {events} event(s) and {changes} change(s) older than {older_than}")
+
+
+@cli.command("notify-endpoints")
+def notify_endpoints() -> None:
+    """List the endpoints in NOTIFY_ENDPOINTS and the change types each is sent."""
+    settings = load_settings()
+    if not settings.notify_endpoints:
+        typer.echo("no endpoints (set NOTIFY_ENDPOINTS)")
+    for endpoint in settings.notify_endpoints:
+        typer.echo(f"{endpoint.url}  types: {', '.join(endpoint.types or ['(every type)'])}")
+
+
+@cli.command("notify-test")
+def notify_test(
+    url: Annotated[str, typer.Argument(help="An endpoint's URL, as in NOTIFY_ENDPOINTS")],
+) -> None:
+    """Send one signed test notification (type `notify.test`) to a configured endpoint."""
+    import httpx
+
+    from app.changes.record import new_change_id
+    from app.models import Change, utcnow
+    from app.processing.deliveries import post_change
+
+    settings = load_settings()
+    endpoint = next((e for e in settings.notify_endpoints if e.url == url), None)
+    if endpoint is None:
+        typer.echo(f"error: {url} is not in NOTIFY_ENDPOINTS", err=True)
+        raise typer.Exit(code=1)
+    now = utcnow()
+    change = Change(
+        id=new_change_id(now),
+        change_type="notify.test",
+        created_at=now,
+        data={"message": "a test notification from codat-webhooks"},
+    )
+
+    async def send() -> tuple[bool, int | None, str | None]:
+        async with httpx.AsyncClient(timeout=settings.notify_timeout_seconds) as http:
+            return await post_change(http, endpoint, change)
+
+    ok, status_code, error = _run(send())
+    typer.echo(f"{'delivered' if ok else 'not delivered'}: {error or status_code} ({change.id})")
+    if not ok:
+        raise typer.Exit(code=1)
+
+
+@cli.command("replay-deliveries")
+def replay_deliveries_command(
+    delivery_id: Annotated[int | None, typer.Option(help="Send this one delivery again")] = None,
+    status: Annotated[str | None, typer.Option(help="dead or delivered")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="An endpoint's URL")] = None,
+    change_type: Annotated[str | None, typer.Option()] = None,
+    company_id: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Send settled (dead or delivered) deliveries of changes again, at once."""
+    from app.changes.deliveries import DeliveryFilter, replay_deliveries, replay_delivery
+    from app.models import utcnow
+
+    settings = load_settings()
+    filters = DeliveryFilter(status, endpoint, change_type, company_id)
+    if delivery_id is None and not filters.conditions():
+        typer.echo("error: give --delivery-id or at least one filter", err=True)
+        raise typer.Exit(code=1)
+
+    async def work(session: AsyncSession) -> int | str:
+        if delivery_id is not None:
+            refused = await replay_delivery(session, delivery_id, utcnow())
+            return 1 if refused is None else refused
+        return await replay_deliveries(session, filters, utcnow())
+
+    queued = _run(_with_session(settings, work))
+    if isinstance(queued, str):
+        typer.echo(f"error: delivery {delivery_id} is {queued}: not replayed", err=True)
+        raise typer.Exit(code=1)
+    typer.echo(f"queued {queued} deliver(ies)")
 
 
 SAMPLES = Path(__file__).parent / "samples"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import os
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/codat-webhooks.db"
@@ -23,6 +24,30 @@ def _split_commas(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+class NotifyEndpoint(BaseModel):
+    """One internal endpoint that is sent the changes (Standard Webhooks, signed)."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$", max_length=2048)
+    secret: SecretStr
+    # Change types to send (`company.ready`, ...); none means every type.
+    types: list[str] | None = None
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_is_whsec(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value()
+        try:
+            key = base64.b64decode(text.removeprefix("whsec_") + "==", validate=False)
+        except ValueError:
+            key = b""
+        if not text.startswith("whsec_") or not key:
+            raise ValueError("the secret must be whsec_ followed by base64")
+        return value
+
+    def wants(self, change_type: str) -> bool:
+        return self.types is None or change_type in self.types
 
 
 class DatabaseSettings(BaseSettings):
@@ -71,6 +96,15 @@ class Settings(DatabaseSettings):
     # Listing push operations costs a call per company: every reconcile for companies that
     # write, at least this often for the others (no longer than the lookback).
     reconcile_push_interval: timedelta = timedelta(days=7)
+
+    # Notifications of changes: JSON, `[{"url": ..., "secret": "whsec_...", "types": [...]}]`.
+    notify_endpoints: list[NotifyEndpoint] = Field(default_factory=list)
+    notify_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # A delivery is retried with backoff for this long after its change, then goes dead.
+    notify_retry_span: timedelta = timedelta(days=1)
+    notify_retry_base_seconds: float = Field(default=5.0, ge=0)
+    notify_retry_max_seconds: float = Field(default=3600.0, ge=0)
+    notify_concurrency: int = Field(default=8, ge=1, le=256)
 
     embedded_worker: bool = True
     # A worker on its own serves its Prometheus counters here (on INTERNAL_HOST) when set.

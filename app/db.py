@@ -96,8 +96,9 @@ def create_engine(database_url: str, *, pool_size: int = WEB_POOL_SIZE) -> Async
 
 def worker_pool_size(settings: Settings) -> int:
     """Every running event may hold a connection, plus the claim, the lease renewal and
-    the listener for stored events: a smaller pool opens and closes connections all day."""
-    return settings.worker_concurrency + 3
+    the listener for stored events, and the notifier's claim or settle: a smaller pool
+    opens and closes connections all day."""
+    return settings.worker_concurrency + 4
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

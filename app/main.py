@@ -8,6 +8,7 @@ one with only the webhook and health checks, and an internal one with the status
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,13 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from app.api import health, metrics, status
+from app.api import changes, health, metrics, status
 from app.api.docs import install_docs, restore_example_nulls
 from app.api.errors import install_error_handlers
 from app.api.guard import ApiGuard
+from app.changes.feed import CHANNEL as CHANGES_CHANNEL
+from app.changes.feed import ChangeSignal
 from app.config import Settings, get_settings
 from app.db import WEB_POOL_SIZE, create_engine, session_factory, worker_pool_size
 from app.processing.context import build_context
+from app.processing.notify import listen_for_work
 from app.processing.worker import Worker
 from app.webhooks import openapi as webhook_openapi
 from app.webhooks.route import Receiver, codat_webhook_endpoint
@@ -67,6 +71,9 @@ class Runtime:
         self._users = 0
         self._stop = asyncio.Event()
         self._worker_task: asyncio.Task[None] | None = None
+        # Wakes long-polls of the change feed: NOTIFY on PostgreSQL, else their poll.
+        self.change_signal = ChangeSignal()
+        self._listener: asyncio.Task[None] | None = None
 
     async def acquire(self) -> None:
         self._users += 1
@@ -74,6 +81,9 @@ class Runtime:
             # What start-up allocated lives as long as the process: keep the collector off it.
             gc.freeze()
             self.writer.start()
+            self._listener = asyncio.create_task(
+                listen_for_work(self.engine, self.change_signal.notify, CHANGES_CHANNEL)
+            )
             if self.worker:
                 self._worker_task = asyncio.create_task(self.worker.run(self._stop))
 
@@ -82,6 +92,10 @@ class Runtime:
         if self._users:
             return
         await self.writer.close()
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
         if self.worker and self._worker_task:
             self._stop.set()
             await self._worker_task
@@ -144,6 +158,7 @@ def _app(runtime: Runtime, *, public: bool, internal: bool) -> ServiceApp:
     app.state.sessions = runtime.sessions
     app.state.receiver = runtime.receiver
     app.state.api_tokens = runtime.api_tokens
+    app.state.change_signal = runtime.change_signal
     install_error_handlers(app)
     app.include_router(health.router)
     if public:
@@ -162,6 +177,7 @@ def _app(runtime: Runtime, *, public: bool, internal: bool) -> ServiceApp:
     if internal:
         app.add_middleware(ApiGuard, tokens=runtime.api_tokens)
         app.include_router(status.router)
+        app.include_router(changes.router)
         app.include_router(metrics.router)
         install_docs(app)
     return app

@@ -70,3 +70,13 @@ LAST_WEBHOOK_RECEIVED = Gauge(
 ACTIVE_COMPANIES = Gauge(
     "codat_active_companies", "Companies whose status is active, read at scrape time."
 )
+NOTIFICATIONS = Counter(
+    "codat_notifications_total",
+    "Deliveries of changes to internal endpoints, by endpoint (URL without its query) and "
+    "outcome (delivered, retry, dead).",
+    ["endpoint", "outcome"],
+)
+OLDEST_UNDELIVERED_AGE = Gauge(
+    "codat_notifications_oldest_undelivered_age_seconds",
+    "Age of the oldest change not yet delivered to an endpoint that wants it (0 if none).",
+)

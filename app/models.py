@@ -257,3 +257,64 @@ class RateLimitState(Base):
     # What the freshness sweep spent, by the hour it began ("2026-11-30T04:00:00+00:00"),
     # for the last 24 hours only: its share is checked over a rolling window.
     sweep_spent: Mapped[dict[str, int] | None] = mapped_column(JSONType)
+
+
+class Change(Base):
+    """What changed, written in the transaction that changed it (the outbox).
+
+    `seq` orders changes within one database; `tx` is PostgreSQL's transaction id, so the
+    feed only hands out changes whose transaction and every earlier one has ended (a
+    smaller `seq` may commit after a larger one). SQLite commits one writer at a time and
+    keeps `tx` at 0.
+    """
+
+    __tablename__ = "changes"
+
+    seq: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    tx: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    change_type: Mapped[str] = mapped_column(String(64))
+    company_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+    __table_args__ = (
+        Index("ix_changes_tx_seq", "tx", "seq"),
+        Index("ix_changes_created_at", "created_at"),
+    )
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class Delivery(Base):
+    """One change to send to one endpoint: a work item of its own queue, so that an
+    endpoint that is down makes its deliveries wait there, never the events."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    change_seq: Mapped[int] = mapped_column(BigInteger)
+    change_id: Mapped[str] = mapped_column(String(40))
+    change_type: Mapped[str] = mapped_column(String(64))
+    company_id: Mapped[str | None] = mapped_column(String(255))
+    endpoint: Mapped[str] = mapped_column(String(2048))
+    status: Mapped[str] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]
+    locked_by: Mapped[str | None] = mapped_column(String(255))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_status_created_at", "status", "created_at"),
+        Index("ix_deliveries_change_seq", "change_seq"),
+    )

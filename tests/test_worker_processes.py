@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db import create_engine
 from app.models import EventStatus, Record, WebhookEvent
-from app.sandbox.fake_codat import FakeCodat, make_bill
+from app.sandbox.fake_codat import FakeCodat, make_bill, serve_in_thread
 from app.webhooks.route import incoming_event
 from app.webhooks.store import EventWriter
 from tests.conftest import API_KEY, PostgresDatabases, new_database_url, sample
@@ -261,3 +261,61 @@ async def test_a_worker_on_postgresql_is_woken_by_a_stored_event_not_its_poll(
 async def _listeners(engine: AsyncEngine, query: Any) -> bool:
     async with engine.connect() as connection:
         return bool((await connection.execute(query)).first())
+
+
+async def test_a_worker_killed_mid_delivery_loses_no_change(
+    engine: AsyncEngine,
+    database_url: str,
+    fake_codat_server: tuple[FakeCodat, str],
+    fake_codat: FakeCodat,
+    workers: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    """Changes in flight to an endpoint when their worker is SIGKILLed, then an endpoint
+    answering 500 for a while: a consumer verifying with `svix` gets every change, and
+    keeps each once (by `webhook-id`)."""
+    from app.models import Change, Delivery
+    from tests.support.consumer import NOTIFY_SECRET, Consumer
+
+    consumer = Consumer()
+    consumer.hold.set()  # requests stay in flight until the worker is dead
+    with serve_in_thread(consumer.app, "consumer") as url:
+        endpoints = [{"url": f"{url}/hook", "secret": NOTIFY_SECRET}]
+        env = worker_env(
+            database_url,
+            fake_codat_server[1],
+            NOTIFY_ENDPOINTS=json.dumps(endpoints),
+            NOTIFY_TIMEOUT_SECONDS="5",
+            NOTIFY_RETRY_BASE_SECONDS="0.2",
+            NOTIFY_RETRY_MAX_SECONDS="0.5",
+            REFRESH_DEBOUNCE_SECONDS="3600",
+        )
+        await store(engine, [write_event(i) for i in range(6)])
+        log = tmp_path / "worker.log"
+        first = start_worker(workers, env, log)
+
+        async def in_flight() -> bool:
+            return len(consumer.requests) >= 1
+
+        await wait_for(in_flight, within=30, what="a delivery in flight")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        consumer.fail_next = 3  # then the endpoint answers 500 for a while
+        consumer.hold.clear()
+
+        start_worker(workers, env, log)
+        undelivered = (
+            select(func.count()).select_from(Delivery).where(Delivery.status != "delivered")
+        )
+
+        async def all_delivered() -> bool:
+            return bool(await scalar(engine, undelivered) == 0)
+
+        # The killed worker's deliveries come back once their lease (time-out + lease) ends.
+        await wait_for(all_delivered, within=90, what="every delivery")
+    async with engine.connect() as connection:
+        made = set((await connection.execute(select(Change.id))).scalars().all())
+    assert len(made) == 6
+    assert set(consumer.received) == made
+    assert consumer.rejected == 0
+    assert sum(consumer.requests.values()) > 6, "the ones in flight were sent again"

@@ -20,9 +20,10 @@ from app.metrics import (
     DEAD_ITEMS,
     LAST_WEBHOOK_RECEIVED,
     OLDEST_DUE_AGE,
+    OLDEST_UNDELIVERED_AGE,
     QUEUE_DEPTH,
 )
-from app.models import Company, DataTypeState, Job, RateLimitState, WebhookEvent, utcnow
+from app.models import Company, DataTypeState, Delivery, Job, RateLimitState, WebhookEvent, utcnow
 from app.processing.freshness import overdue_bill_pay_types
 
 router = APIRouter(tags=["metrics"])
@@ -31,7 +32,7 @@ router = APIRouter(tags=["metrics"])
 async def refresh_database_gauges(session: AsyncSession, settings: Settings, now: datetime) -> None:
     """What every worker shares, read where it is kept. Of the queues only pending,
     processing and dead rows are counted: the indexed, small part."""
-    for name, model in (("events", WebhookEvent), ("jobs", Job)):
+    for name, model in (("events", WebhookEvent), ("jobs", Job), ("deliveries", Delivery)):
         counts = dict(
             (
                 await session.execute(
@@ -51,6 +52,11 @@ async def refresh_database_gauges(session: AsyncSession, settings: Settings, now
         )
         age = (now - oldest).total_seconds() if oldest is not None else 0.0
         OLDEST_DUE_AGE.labels(queue=name).set(max(0.0, age))
+    undelivered = await session.scalar(
+        select(func.min(Delivery.created_at)).where(Delivery.status.in_(["pending", "processing"]))
+    )
+    age = (now - undelivered).total_seconds() if undelivered is not None else 0.0
+    OLDEST_UNDELIVERED_AGE.set(max(0.0, age))
     paused_until = await session.scalar(select(RateLimitState.paused_until))
     CODAT_PAUSED.set(1 if paused_until is not None and paused_until > now else 0)
     await _refresh_freshness_gauges(session, settings, now)

@@ -6,12 +6,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.changes.record import record_change
 from app.codat.client import CodatClient
 from app.config import Settings
-from app.db import session_factory
+from app.db import Executor, session_factory
 from app.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,19 @@ class Context:
         """For the worker's bookkeeping, done on plain connections (cheaper than sessions)."""
         engine: AsyncEngine = self.sessions.kw["bind"]
         return engine
+
+    async def record_change(
+        self, session: Executor, change_type: str, company_id: str | None, data: dict[str, Any]
+    ) -> None:
+        """Announce a change in the caller's transaction, to the endpoints that want it."""
+        await record_change(
+            session,
+            change_type,
+            company_id=company_id,
+            data=data,
+            now=self.clock(),
+            endpoints=self.settings.notify_endpoints,
+        )
 
 
 def build_context(settings: Settings, engine: AsyncEngine) -> Context:

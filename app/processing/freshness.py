@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, func, not_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.changes.record import WEBHOOKS_MISSED, write_change_body, write_change_type
 from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES, Variant
 from app.codat.errors import CodatNotReady
 from app.db import Executor
@@ -452,7 +453,7 @@ async def _refresh_unread(
 
 async def _catch_up_reads(ctx: Context, company_id: str, statuses: dict[str, Any]) -> int:
     now = ctx.clock()
-    caught_up = 0
+    caught_up: list[str] = []
     async with ctx.sessions.begin() as session:
         await ensure_company(session, company_id, now)
         for data_type, status in statuses.items():
@@ -489,7 +490,7 @@ async def _catch_up_reads(ctx: Context, company_id: str, statuses: dict[str, Any
                 data_type=data_type,
                 connection_id=state.connection_id if state else None,
             )
-            caught_up += 1
+            caught_up.append(data_type)
             MISSED_WEBHOOKS.labels(kind="read.completed").inc()
             log.warning(
                 "missed webhook caught up",
@@ -501,7 +502,14 @@ async def _catch_up_reads(ctx: Context, company_id: str, statuses: dict[str, Any
                     "seen": seen.isoformat() if seen else None,
                 },
             )
-    return caught_up
+        if caught_up:
+            await ctx.record_change(
+                session,
+                WEBHOOKS_MISSED,
+                company_id,
+                {"kind": "read.completed", "dataTypes": caught_up},
+            )
+    return len(caught_up)
 
 
 async def _catch_up_writes(ctx: Context, company_id: str) -> int:
@@ -552,28 +560,39 @@ async def _record_missed_write(
         (changes[0].get("recordRef") or {}) if changes and isinstance(changes[0], dict) else {}
     )
     data_type = str(operation.get("dataType") or record_ref.get("dataType") or "unknown")
+    succeeded = operation.get("status") == "Success"
     async with ctx.sessions.begin() as session:
-        await record_write(
-            session,
-            {
-                "push_operation_key": key,
-                "company_id": company_id,
-                "connection_id": operation.get("dataConnectionKey"),
-                "data_type": data_type,
-                "write_type": None,
-                "status": operation.get("status"),
-                "record_id": record_ref.get("id"),
-                "attachment_id": None,
-                "requested_at": parse_datetime(operation.get("requestedOnUtc")),
-                "completed_at": parse_datetime(operation.get("completedOnUtc")),
-                "source": "reconcile",
-                # No event: older than any webhook that may still come, so that one wins.
-                "event_at": None,
-                "updated_at": now,
-                **write_errors(operation),
-            },
-        )
-        if operation.get("status") == "Success" and data_type in PULLABLE_DATA_TYPES:
+        outcome = {
+            "push_operation_key": key,
+            "company_id": company_id,
+            "connection_id": operation.get("dataConnectionKey"),
+            "data_type": data_type,
+            "write_type": None,
+            "status": operation.get("status"),
+            "record_id": record_ref.get("id"),
+            "attachment_id": None,
+            "requested_at": parse_datetime(operation.get("requestedOnUtc")),
+            "completed_at": parse_datetime(operation.get("completedOnUtc")),
+            "source": "reconcile",
+            # No event: older than any webhook that may still come, so that one wins.
+            "event_at": None,
+            "updated_at": now,
+            **write_errors(operation),
+        }
+        if await record_write(session, outcome):
+            await ctx.record_change(
+                session,
+                write_change_type(data_type, succeeded),
+                company_id,
+                write_change_body(outcome, succeeded),
+            )
+            await ctx.record_change(
+                session,
+                WEBHOOKS_MISSED,
+                company_id,
+                {"kind": "write", "pushOperationKey": key, "dataType": data_type},
+            )
+        if succeeded and data_type in PULLABLE_DATA_TYPES:
             await request_write_refresh(
                 ctx, session, company_id, data_type, operation.get("dataConnectionKey"), now
             )

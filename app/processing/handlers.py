@@ -19,6 +19,17 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.changes.record import (
+    COMPANY_DELETED,
+    COMPANY_INCOMPLETE,
+    COMPANY_NEEDS_REAUTH,
+    COMPANY_READY,
+    COMPANY_RECONNECTED,
+    RATE_LIMIT_PAUSED,
+    RATE_LIMIT_RESUMED,
+    write_change_body,
+    write_change_type,
+)
 from app.codat.datatypes import (
     BILL_PAY_DATA_TYPES,
     PULLABLE_DATA_TYPES,
@@ -112,7 +123,7 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
         required_types = BILL_PAY_DATA_TYPES[ctx.settings.bill_pay_variant]
         if initial:
             failures = initial_read_failures(items, required_types)
-            await record_initial_read(
+            recorded = await record_initial_read(
                 session,
                 company_id,
                 complete=not failures,
@@ -120,6 +131,13 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
                 event_at=delivered.generated_at,
                 now=now,
             )
+            if recorded:
+                await ctx.record_change(
+                    session,
+                    COMPANY_INCOMPLETE if failures else COMPANY_READY,
+                    company_id,
+                    {"failures": failures} if failures else {},
+                )
         for item in items:
             await record_read(
                 session,
@@ -237,7 +255,13 @@ async def handle_write(ctx: Context, delivered: Delivered) -> Outcome:
     async def write(session: AsyncSession) -> None:
         if company_id:
             await ensure_company(session, company_id, now, name=_reference(delivered).get("name"))
-        await record_write(session, {**values, "updated_at": now})
+        if await record_write(session, {**values, "updated_at": now}):
+            await ctx.record_change(
+                session,
+                write_change_type(data_type, successful),
+                company_id,
+                write_change_body(values, successful),
+            )
         if successful and company_id and payload.get("type") in ("Create", "Update", "Delete"):
             await request_write_refresh(
                 ctx, session, company_id, data_type, payload.get("connectionId"), now
@@ -261,7 +285,7 @@ async def handle_rate_limit(ctx: Context, delivered: Delivered) -> Outcome:
         until = parse_datetime(payload.get("expiryDate")) or midnight
 
     async def write(session: AsyncSession) -> None:
-        await record_rate_limit(
+        recorded = await record_rate_limit(
             session,
             paused_until=until,
             reason="rateLimit.reached" if reached else "rateLimit.reset",
@@ -273,6 +297,13 @@ async def handle_rate_limit(ctx: Context, delivered: Delivered) -> Outcome:
         paused_until, reason = await current_pause(session)
         if paused_until is None:
             await resume_waiting(session, now)
+        if recorded:
+            await ctx.record_change(
+                session,
+                RATE_LIMIT_PAUSED if reached else RATE_LIMIT_RESUMED,
+                None,
+                {"until": until.isoformat()} if until else {},
+            )
         # Before the commit: should it fail, the worker reads the table again within a
         # poll interval and the gate follows what was stored.
         ctx.codat.gate.set(paused_until, reason)
@@ -290,7 +321,7 @@ async def handle_connection(ctx: Context, delivered: Delivered) -> Outcome:
     now = ctx.clock()
 
     async def write(session: AsyncSession) -> None:
-        await record_connection(
+        recorded = await record_connection(
             session,
             company_id,
             connection["id"],
@@ -298,8 +329,33 @@ async def handle_connection(ctx: Context, delivered: Delivered) -> Outcome:
             delivered.generated_at,
             now,
         )
+        if recorded:
+            await _announce_connection(ctx, session, delivered, company_id, connection)
 
     return Outcome(EventStatus.PROCESSED, write)
+
+
+# Connection events after which the SMB must authorise the connection again.
+REAUTH_EVENTS = frozenset({"connection.disconnected", "connection.failed", "connection.deleted"})
+REAUTH_STATUSES = frozenset({"Unlinked", "Deauthorized"})
+
+
+async def _announce_connection(
+    ctx: Context,
+    session: AsyncSession,
+    delivered: Delivered,
+    company_id: str,
+    connection: dict[str, Any],
+) -> None:
+    """`company.reconnected` when linked again; `company.needs_reauth` when it broke."""
+    event_type = delivered.envelope.eventType
+    body: dict[str, Any] = {"connectionId": connection["id"], "event": event_type}
+    if event_type == "connection.reconnected":
+        await ctx.record_change(session, COMPANY_RECONNECTED, company_id, body)
+    elif event_type in REAUTH_EVENTS or connection.get("status") in REAUTH_STATUSES:
+        link_url = connection.get("linkUrl")
+        body["linkUrl"] = link_url if isinstance(link_url, str) else None
+        await ctx.record_change(session, COMPANY_NEEDS_REAUTH, company_id, body)
 
 
 async def handle_company(ctx: Context, delivered: Delivered) -> Outcome:
@@ -312,7 +368,7 @@ async def handle_company(ctx: Context, delivered: Delivered) -> Outcome:
     status = "deleted" if event_type == "company.deleted" else "active"
 
     async def write(session: AsyncSession) -> None:
-        await record_company_status(
+        recorded = await record_company_status(
             session,
             company_id,
             status,
@@ -320,6 +376,8 @@ async def handle_company(ctx: Context, delivered: Delivered) -> Outcome:
             now,
             name=name if isinstance(name, str) else None,
         )
+        if recorded and status == "deleted":
+            await ctx.record_change(session, COMPANY_DELETED, company_id, {})
 
     return Outcome(EventStatus.PROCESSED, write)
 

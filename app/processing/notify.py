@@ -25,19 +25,22 @@ HEALTH_CHECK_SECONDS = 30.0
 HEALTH_CHECK_TIMEOUT = 5.0
 
 
-async def listen_for_work(engine: AsyncEngine, wake: Callable[[], None]) -> None:
-    """Call `wake` whenever an event is stored; run until cancelled. Not on SQLite."""
+async def listen_for_work(
+    engine: AsyncEngine, wake: Callable[[], None], channel: str = CHANNEL
+) -> None:
+    """Call `wake` whenever an event is stored (or whatever `channel` announces: the
+    change feed listens for committed changes); run until cancelled. Not on SQLite."""
     if engine.dialect.name != "postgresql":
         return
     while True:
         try:
-            await _listen_once(engine, wake)
+            await _listen_once(engine, wake, channel)
         except Exception as exc:  # never the worker's end: polling covers until we are back
             log.warning("not listening for stored events", extra={"error": type(exc).__name__})
         await asyncio.sleep(RECONNECT_SECONDS)
 
 
-async def _listen_once(engine: AsyncEngine, wake: Callable[[], None]) -> None:
+async def _listen_once(engine: AsyncEngine, wake: Callable[[], None], channel: str) -> None:
     """Listen on one pooled connection until it closes or stops answering."""
 
     def notified(*_: Any) -> None:
@@ -54,14 +57,14 @@ async def _listen_once(engine: AsyncEngine, wake: Callable[[], None]) -> None:
         assert driver is not None
         try:
             driver.add_termination_listener(terminated)
-            await driver.add_listener(CHANNEL, notified)
+            await driver.add_listener(channel, notified)
             wake()  # whatever was stored while nobody listened
             await _until_closed(driver, closed)
             log.warning("the connection listening for stored events closed")
         except asyncio.CancelledError:  # the worker stops: back to the pool, clean
             driver.remove_termination_listener(terminated)
             with contextlib.suppress(Exception):  # a failure here closes it anyway
-                await driver.remove_listener(CHANNEL, notified)
+                await driver.remove_listener(channel, notified)
             raise
         except Exception:  # add_listener failed, or the health check: not trusted again
             await connection.invalidate()

@@ -6,9 +6,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from app.changes.record import DATA_CHANGED
 from app.models import DataTypeState, Job
 from app.processing.context import Context
-from app.processing.state import finish_pull, save_records
+from app.processing.state import RecordCounts, finish_pull, save_records
 from app.webhooks.envelope import parse_datetime
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ async def run_pull(ctx: Context, job: Job) -> None:
     started_at = ctx.clock()
     watermark: datetime | None = since
     pages = records = 0
+    counts = RecordCounts()
     # The company profile is one object without an id of its own.
     fallback_id = company_id if data_type == "company" else ""
     async for page in ctx.codat.pages(
@@ -56,7 +58,9 @@ async def run_pull(ctx: Context, job: Job) -> None:
     ):
         rows = [row for record in page if (row := record_row(record, fallback_id)) is not None]
         async with ctx.sessions.begin() as session:
-            await save_records(session, company_id, data_type, connection_id, rows, ctx.clock())
+            counts.add(
+                await save_records(session, company_id, data_type, connection_id, rows, ctx.clock())
+            )
         for row in rows:
             modified = row["modified_date"]
             if modified is not None and (watermark is None or modified > watermark):
@@ -72,6 +76,21 @@ async def run_pull(ctx: Context, job: Job) -> None:
             watermark=watermark,
             started_at=started_at,
         )
+        # Counted over this run's pages; pages stored by a try that died before this
+        # commit were counted by nobody (their records are in the copy all the same).
+        if counts:
+            await ctx.record_change(
+                session,
+                DATA_CHANGED,
+                company_id,
+                {
+                    "dataType": data_type,
+                    "created": counts.created,
+                    "updated": counts.updated,
+                    "deleted": counts.deleted,
+                    "pulledAt": started_at.isoformat(),
+                },
+            )
     log.info(
         "pulled",
         extra={

@@ -17,11 +17,11 @@ from sqlalchemy import Executable, Table, and_, bindparam, case, false, func, or
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db import Executor, dialect_insert
-from app.models import EventStatus, Job, JobStatus, WebhookEvent
+from app.models import Delivery, EventStatus, Job, JobStatus, WebhookEvent
 
-Queued = TypeVar("Queued", WebhookEvent, Job)
+Queued = TypeVar("Queued", WebhookEvent, Job, Delivery)
 
-# Both queues spell these two states the same way.
+# Every queue spells these two states the same way.
 PENDING = EventStatus.PENDING.value
 PROCESSING = EventStatus.PROCESSING.value
 # Marks rows that wait for a pause of calls to Codat to end (not failures).

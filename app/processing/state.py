@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -38,8 +39,9 @@ async def upsert(
     key: Iterable[str],
     update_columns: Iterable[str],
     newer: InstrumentedAttribute[Any] | None = None,
-) -> None:
-    """Insert, or update the given columns; with `newer`, only if the new value is later."""
+) -> bool:
+    """Insert, or update the given columns; with `newer`, only if the new value is later.
+    Whether a row was written."""
     statement = _upsert_statement(
         dialect_name(session),
         cast(Table, model.__table__),
@@ -48,7 +50,13 @@ async def upsert(
         tuple(update_columns),
         newer.key if newer is not None else None,
     )
-    await session.execute(statement, _params(values))
+    result = await session.execute(statement, _params(values))
+    return _written(result)
+
+
+def _written(result: object) -> bool:
+    """Whether a statement wrote a row (a session's Result hides the cursor's rowcount)."""
+    return bool(getattr(result, "rowcount", 0))
 
 
 def _params(values: dict[str, Any]) -> dict[str, Any]:
@@ -120,9 +128,10 @@ async def record_connection(
     status: str | None,
     event_at: datetime | None,
     now: datetime,
-) -> None:
+) -> bool:
+    """Whether it was recorded (not overtaken by a newer connection event)."""
     await ensure_company(session, company_id, now)
-    await session.execute(
+    result = await session.execute(
         update(Company)
         .where(Company.id == company_id, _not_older(Company.connection_event_at, event_at))
         .values(
@@ -132,6 +141,7 @@ async def record_connection(
             updated_at=now,
         )
     )
+    return _written(result)
 
 
 async def record_company_status(
@@ -142,13 +152,15 @@ async def record_company_status(
     now: datetime,
     *,
     name: str | None = None,
-) -> None:
+) -> bool:
+    """Whether it was recorded (not overtaken by a newer company event)."""
     await ensure_company(session, company_id, now, name=name)
-    await session.execute(
+    result = await session.execute(
         update(Company)
         .where(Company.id == company_id, _not_older(Company.status_event_at, event_at))
         .values(status=status, status_event_at=event_at, updated_at=now)
     )
+    return _written(result)
 
 
 async def record_initial_read(
@@ -159,8 +171,9 @@ async def record_initial_read(
     failures: list[dict[str, Any]],
     event_at: datetime | None,
     now: datetime,
-) -> None:
-    await session.execute(
+) -> bool:
+    """Whether it was recorded (not overtaken by a newer initial read)."""
+    result = await session.execute(
         update(Company)
         .where(Company.id == company_id, _not_older(Company.initial_read_at, event_at))
         .values(
@@ -170,6 +183,7 @@ async def record_initial_read(
             updated_at=now,
         )
     )
+    return _written(result)
 
 
 async def record_read(
@@ -208,9 +222,10 @@ async def record_read(
     )
 
 
-async def record_write(session: Executor, values: dict[str, Any]) -> None:
-    """One outcome per push operation key; a later event (or catch-up) wins."""
-    await upsert(
+async def record_write(session: Executor, values: dict[str, Any]) -> bool:
+    """One outcome per push operation key; a later event (or catch-up) wins. Whether
+    this one was written."""
+    return await upsert(
         session,
         WriteOutcome,
         values,
@@ -241,8 +256,8 @@ async def record_rate_limit(
     quota_remaining: int | None,
     event_at: datetime | None,
     now: datetime,
-) -> None:
-    await upsert(
+) -> bool:
+    return await upsert(
         session,
         RateLimitState,
         {
@@ -297,6 +312,42 @@ async def current_pause(
     return (row.paused_until, row.reason) if row else (None, None)
 
 
+@dataclass
+class RecordCounts:
+    """What a pull changed in the local copy (for the `data.changed` change)."""
+
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.created or self.updated or self.deleted)
+
+    def add(self, other: RecordCounts) -> None:
+        self.created += other.created
+        self.updated += other.updated
+        self.deleted += other.deleted
+
+
+def _count_change(
+    counts: RecordCounts, row: dict[str, Any], old: tuple[datetime | None, bool] | None
+) -> None:
+    """Created (new, or back from deleted), updated (a new version), deleted (was not)."""
+    modified, deleted = row["modified_date"], row["is_deleted"]
+    if old is None:
+        counts.created += 0 if deleted else 1
+        return
+    old_modified, old_deleted = old
+    if modified is not None and old_modified is not None and modified < old_modified:
+        return  # an older version: not stored
+    if deleted and not old_deleted:
+        counts.deleted += 1
+    elif old_deleted and not deleted:
+        counts.created += 1
+    elif not deleted and modified != old_modified:
+        counts.updated += 1
+
+
 async def save_records(
     session: AsyncSession,
     company_id: str,
@@ -304,12 +355,24 @@ async def save_records(
     connection_id: str | None,
     rows: list[dict[str, Any]],
     now: datetime,
-) -> None:
-    """Upsert a page into the local copy; a record never goes back to an older version."""
-    if not rows:
-        return
+) -> RecordCounts:
+    """Upsert a page into the local copy; a record never goes back to an older version.
+    What it created, updated and deleted, compared with what the copy held."""
+    counts = RecordCounts()
     for start in range(0, len(rows), 500):
         chunk = rows[start : start + 500]
+        held = {
+            row.record_id: (row.modified_date, row.is_deleted)
+            for row in await session.execute(
+                select(Record.record_id, Record.modified_date, Record.is_deleted).where(
+                    Record.company_id == company_id,
+                    Record.data_type == data_type,
+                    Record.record_id.in_([row["record_id"] for row in chunk]),
+                )
+            )
+        }
+        for row in chunk:
+            _count_change(counts, row, held.get(row["record_id"]))
         insert = dialect_insert(session)(Record).values(
             [
                 {
@@ -340,6 +403,7 @@ async def save_records(
                 where=not_older,
             )
         )
+    return counts
 
 
 async def finish_pull(

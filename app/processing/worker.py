@@ -27,6 +27,7 @@ from app.codat.errors import CodatPaused, CodatRequestError
 from app.metrics import WORK_DONE, WORK_SECONDS
 from app.models import EventStatus, Job, JobStatus, WebhookEvent
 from app.processing.context import Context, InvalidEvent
+from app.processing.deliveries import Notifier
 from app.processing.freshness import (
     RECONCILE,
     REFRESH,
@@ -91,6 +92,8 @@ class Worker:
         self._poll = timedelta(seconds=settings.worker_poll_interval)
         self._claim_batch = max(1, self.concurrency // 4)
         self._pause_read_at: datetime | None = None
+        # Sends changes to NOTIFY_ENDPOINTS, beside the events, with slots of its own.
+        self.notifier = Notifier(ctx, self.worker_id) if settings.notify_endpoints else None
 
     def wake(self) -> None:
         """Something was stored: look for work now rather than at the next poll."""
@@ -112,6 +115,7 @@ class Worker:
         await self.schedule_sweep()
         renewer = asyncio.create_task(self._renew_leases_forever())
         listener = asyncio.create_task(listen_for_work(self.ctx.engine, self.wake))
+        notifier = asyncio.create_task(self.notifier.run(stop)) if self.notifier else None
         try:
             while not stop.is_set():
                 # Cleared before the claim: a wake-up that comes while we claim is kept.
@@ -126,6 +130,10 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await helper
             await self._drain(self.ctx.settings.worker_shutdown_grace_seconds)
+            if notifier is not None and self.notifier is not None:
+                # Stops after its batch in hand (each post bounded by its time-out).
+                await notifier
+                await self.notifier.aclose()
             log.info("worker stopped", extra={"worker_id": self.worker_id})
 
     async def run_until_idle(self) -> None:
@@ -325,6 +333,8 @@ class Worker:
                 )
             if not ours:
                 raise LeaseLost
+        if self.notifier is not None:
+            self.notifier.wake()  # the work may have recorded changes to deliver
         return outcome.status
 
     async def _settle(

@@ -1242,6 +1242,13 @@ def run_fake_codat(fake: FakeCodat, *, startup_timeout: float = 10.0) -> Iterato
     Yields the base URL. Works from sync code and from inside a running event
     loop (the server has its own loop in its own thread).
     """
+    with serve_in_thread(fake.app, "fake-codat", startup_timeout=startup_timeout) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, name: str, *, startup_timeout: float = 10.0) -> Iterator[str]:
+    """Any ASGI app served as `run_fake_codat` serves the fake (tests' own servers too)."""
     # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets of
     # a TCP-proto listener, and without it small answers wait ~40 ms (Nagle/delayed ACK).
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -1249,7 +1256,7 @@ def run_fake_codat(fake: FakeCodat, *, startup_timeout: float = 10.0) -> Iterato
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
     config = uvicorn.Config(
-        fake.app,
+        app,
         log_config=None,  # leave the test process's logging configuration alone
         log_level="warning",
         access_log=False,
@@ -1267,16 +1274,16 @@ def run_fake_codat(fake: FakeCodat, *, startup_timeout: float = 10.0) -> Iterato
         except BaseException as exc:  # reported to the test thread below
             failures.append(exc)
 
-    thread = threading.Thread(target=serve, name=f"fake-codat-{port}", daemon=True)
+    thread = threading.Thread(target=serve, name=f"{name}-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout
     try:
         while not server.started:
             if failures or not thread.is_alive():
                 cause = failures[0] if failures else None
-                raise RuntimeError("the fake Codat server did not start") from cause
+                raise RuntimeError(f"the {name} server did not start") from cause
             if time.monotonic() > deadline:
-                raise TimeoutError("the fake Codat server did not start in time")
+                raise TimeoutError(f"the {name} server did not start in time")
             time.sleep(0.005)
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -1,0 +1,1 @@
+"""What changed, recorded once (the outbox), read as a feed and sent as notifications."""
