@@ -1,6 +1,7 @@
 """Processing benchmark: events/s and ack->processed latency of `codat-webhooks worker`.
 
     .venv/bin/python -m bench.process [--events N] [--delays 0,0.1] [--workers 1,2]
+                                      [--notify none,all]
 
 One scenario per (fake Codat delay, number of worker processes), each on a fresh
 PostgreSQL database (`CREATE DATABASE bench_proc_<random>`, migrated, dropped after),
@@ -26,6 +27,15 @@ Then the workers are stopped (SIGTERM) and every event must be processed exactly
 once: status processed, attempts 1, no error, its write outcome carrying the push
 operation's error, and exactly one call for its key at the fake, which must have seen
 no other call. Otherwise exit 1.
+
+`--notify all` subscribes one internal endpoint (`POST /_bench/notify` on the fake's
+process, answering 204 at once) to every change type: each event then records a
+`bill_write.failed` change and a delivery, which the workers send beside the events.
+The run waits for every delivery to settle too, checks that every change reached the
+endpoint, and reports change->delivered (the endpoint's arrival time minus the change's
+`created_at`) for the latency phase's changes. Modes run side by side for each delay
+and worker count (`--notify none,all,all,none` for ABBA order); the summary gives
+events/s with an endpoint over events/s without (mean of each mode's runs).
 
 With a delay, the bound is what the concurrency allows: workers x WORKER_CONCURRENCY
 concurrent events / delay seconds per event; the target is events/s >= 0.8 x bound.
@@ -62,7 +72,7 @@ from app.db import async_url
 from app.migrate import upgrade
 from app.webhooks.route import incoming_event
 from app.webhooks.store import EventWriter, IncomingEvent, StoreResult
-from bench.process_fake import CALLS_PATH, CONNECTION_ID, company_id, push_key
+from bench.process_fake import CALLS_PATH, CONNECTION_ID, NOTIFY_PATH, company_id, push_key
 from bench.receive import (
     DEFAULT_PG_ADMIN_URL,
     BenchFailure,
@@ -234,18 +244,25 @@ def fake_codat(delay: float, companies: int, operations: int, log: Path) -> Iter
         stop(process)
 
 
-def fetch_calls(fake: FakeServer) -> tuple[CallTimes, dict[str, int]]:
-    """Push look-ups by key (arrival, end of answer), and counts of any other call."""
+def fetch_calls(fake: FakeServer) -> tuple[CallTimes, dict[str, int], dict[str, list[float]]]:
+    """Push look-ups by key (arrival, end of answer), counts of any other call, and the
+    arrivals of each notification by its webhook-id (the change id)."""
     response = httpx.get(fake.url + CALLS_PATH, timeout=30)
     response.raise_for_status()
     raw: dict[str, Any] = response.json()
     push: dict[str, list[list[float]]] = raw["push"]
     other: dict[str, int] = raw["other"]
-    return {key: [(start, end) for start, end in times] for key, times in push.items()}, other
+    notified: dict[str, list[float]] = raw["notified"]
+    calls = {key: [(start, end) for start, end in times] for key, times in push.items()}
+    return calls, other, notified
 
 
-def worker_env(database_url: str, codat_url: str, args: argparse.Namespace) -> dict[str, str]:
+def worker_env(
+    database_url: str, codat_url: str, args: argparse.Namespace, notify: str
+) -> dict[str, str]:
+    endpoints = [{"url": codat_url + NOTIFY_PATH, "secret": SECRET}] if notify == "all" else []
     return {
+        "NOTIFY_ENDPOINTS": json.dumps(endpoints),
         **os.environ,
         "DATABASE_URL": database_url,
         "CODAT_WEBHOOK_SECRETS": SECRET,
@@ -401,6 +418,7 @@ class Scenario:
     delay: float
     workers: int
     slots: int
+    notify: str = "none"
     events: int = 0
     events_per_s: float = 0.0
     drain_per_s: float = 0.0
@@ -416,6 +434,10 @@ class Scenario:
     in_flight: float = float("nan")
     cpu: PhaseCpu = field(default_factory=PhaseCpu)
     seconds: float = 0.0
+    # --notify all: change -> arrival at the endpoint, latency phase (ms); repeats seen
+    notify_p50_ms: float = float("nan")
+    notify_p99_ms: float = float("nan")
+    notify_repeats: int = 0
 
     @property
     def bound(self) -> float | None:
@@ -508,10 +530,65 @@ async def drive(
         await store_steady(writer, lambda i: events.make(i, "lat"), steady, rate)
         await wait_settled(connection, batch.stop + count, 120, workers)
         scenario.latency_rate, scenario.latency_events = rate, count
+        await wait_delivered(connection, 120, workers)
     finally:
         await connection.close()
         await writer.close()
         await engine.dispose()
+
+
+async def wait_delivered(
+    connection: asyncpg.Connection, within: float, workers: list[subprocess.Popen[bytes]]
+) -> None:
+    """Until no delivery of a change waits or is in hand (none at all without endpoints)."""
+    deadline = time.monotonic() + within
+    query = "SELECT count(*) FROM deliveries WHERE status IN ('pending', 'processing')"
+    while await connection.fetchval(query):
+        if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+            raise BenchFailure("deliveries of changes did not settle")
+        await asyncio.sleep(0.05)
+
+
+async def fetch_changes(database_url: str) -> dict[str, tuple[str, float]]:
+    """Each change's id: (its push operation key, created_at as Unix seconds)."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        records = await connection.fetch(
+            "SELECT id, data ->> 'pushOperationKey' AS key, "
+            "extract(epoch FROM created_at)::float8 AS created FROM changes"
+        )
+    finally:
+        await connection.close()
+    return {r["id"]: (r["key"], r["created"]) for r in records}
+
+
+def analyse_notifications(
+    scenario: Scenario,
+    rows: list[Row],
+    changes: dict[str, tuple[str, float]],
+    notified: dict[str, list[float]],
+) -> None:
+    """Every change reached the endpoint (none did without one); latency of the steady
+    phase's changes from their commit to their first arrival."""
+    label = f"delay {scenario.delay:g} s, {scenario.workers} worker(s), notify {scenario.notify}"
+    if scenario.notify == "none":
+        if notified:
+            raise BenchFailure(f"{label}: {len(notified)} notification(s) without an endpoint")
+        return
+    if len(changes) != len(rows):
+        raise BenchFailure(f"{label}: {len(changes)} changes for {len(rows)} events")
+    missing = set(changes) - set(notified)
+    if missing:
+        raise BenchFailure(f"{label}: {len(missing)} change(s) never reached the endpoint")
+    scenario.notify_repeats = sum(len(times) - 1 for times in notified.values())
+    latency_keys = {r.key for r in rows if r.delivery_id.startswith("msg_lat")}
+    waits = [
+        min(notified[change_id]) - created
+        for change_id, (key, created) in changes.items()
+        if key in latency_keys
+    ]
+    scenario.notify_p50_ms = percentile(waits, 0.50) * 1000
+    scenario.notify_p99_ms = percentile(waits, 0.99) * 1000
 
 
 def analyse(scenario: Scenario, rows: list[Row], calls: CallTimes) -> None:
@@ -581,24 +658,29 @@ async def read_back(database_url: str) -> tuple[list[Row], int]:
     return rows, int(outcomes)
 
 
-def run_scenario(delay: float, workers: int, args: argparse.Namespace, workdir: Path) -> Scenario:
-    label = f"delay {delay:g} s, {workers} worker(s)"
-    scenario = Scenario(delay=delay, workers=workers, slots=workers * args.concurrency)
+def run_scenario(
+    delay: float, workers: int, notify: str, args: argparse.Namespace, workdir: Path
+) -> Scenario:
+    label = f"delay {delay:g} s, {workers} worker(s), notify {notify}"
+    scenario = Scenario(
+        delay=delay, workers=workers, slots=workers * args.concurrency, notify=notify
+    )
     began = time.monotonic()
     operations = WARMUP_PER_WORKER * workers + 2 * args.events
     events = Events(args.companies)
     database = ScratchDatabase(args.pg_admin_url)
     try:
-        slug = f"d{delay:g}-w{workers}"
+        slug = f"d{delay:g}-w{workers}-{notify}-{secrets.token_hex(2)}"
         with fake_codat(delay, args.companies, operations, workdir / f"{slug}.fake.log") as fake:
-            env = worker_env(database.url, fake.url, args)
+            env = worker_env(database.url, fake.url, args, notify)
             log = workdir / f"{slug}.workers.log"
             with worker_processes(workers, env, log) as processes:
                 meter = CpuMeter([p.pid for p in processes], fake.pid)
                 asyncio.run(drive(scenario, database.url, events, meter, processes, args))
             # The workers are stopped: nothing can change any more.
-            calls, other = fetch_calls(fake)
+            calls, other, notified = fetch_calls(fake)
         rows, outcomes = asyncio.run(read_back(database.url))
+        changes = asyncio.run(fetch_changes(database.url))
         stored = WARMUP_PER_WORKER * workers + args.events + scenario.latency_events
         verify(label, rows, stored, calls, other)
         if outcomes != len(rows):
@@ -609,6 +691,7 @@ def run_scenario(delay: float, workers: int, args: argparse.Namespace, workdir: 
         if warnings:
             print(f"  ({len(warnings)} worker log line(s) at WARNING+, first: {warnings[0][:300]})")
         analyse(scenario, rows, calls)
+        analyse_notifications(scenario, rows, changes, notified)
     finally:
         database.drop()
     scenario.seconds = time.monotonic() - began
@@ -621,16 +704,22 @@ def run_scenario(delay: float, workers: int, args: argparse.Namespace, workdir: 
 def describe(s: Scenario) -> str:
     cpu, n = s.cpu, max(1, s.events)
     bound = f"bound {s.bound:,.0f}/s, ratio {s.ratio:.2f}; " if s.bound and s.ratio else ""
+    notified = (
+        f"change->delivered p50 {s.notify_p50_ms:.0f} ms, p99 {s.notify_p99_ms:.0f} ms "
+        f"({s.notify_repeats} repeat(s)); "
+        if s.notify != "none"
+        else ""
+    )
     return (
-        f"  delay {s.delay:g} s, {s.workers} worker(s): {s.events} events at "
+        f"  delay {s.delay:g} s, {s.workers} worker(s), notify {s.notify}: {s.events} events at "
         f"{s.events_per_s:,.0f}/s ({bound}drain {s.drain_per_s:,.0f}/s; "
         f"slot held {s.slot_ms:.0f} ms, calls in flight {s.in_flight:.1f} of {s.slots}); "
         f"latency at {s.latency_rate:,.0f}/s x {s.latency_events}: p50 {s.p50_ms:.0f} ms, "
         f"p99 {s.p99_ms:.0f} ms (p50 ack->call {s.before_call_ms:.1f}, call {s.call_ms:.1f}, "
         f"call->processed {s.after_call_ms:.1f} ms); CPU ms/event: workers "
         f"{cpu.workers / n * 1000:.2f}, postgres {cpu.postgres / n * 1000:.2f}, "
-        f"fake {cpu.fake / n * 1000:.2f}, driver {cpu.driver / n * 1000:.2f}; machine busy "
-        f"{cpu.machine_busy:.0%} ({s.seconds:.0f} s)"
+        f"fake {cpu.fake / n * 1000:.2f}, driver {cpu.driver / n * 1000:.2f}; {notified}"
+        f"machine busy {cpu.machine_busy:.0%} ({s.seconds:.0f} s)"
     )
 
 
@@ -642,8 +731,8 @@ def print_table(scenarios: list[Scenario], args: argparse.Namespace) -> None:
         f"phase, latency at {args.latency_load:g} x that throughput, {args.companies} companies"
     )
     header = (
-        f"{'delay':>6} {'workers':>7} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'bound/s':>8} {'ratio':>6} {'worker CPU ms/ev':>16} {'busy':>5}"
+        f"{'delay':>6} {'workers':>7} {'notify':>6} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'bound/s':>8} {'ratio':>6} {'worker CPU ms/ev':>16} {'busy':>5} {'notify p99':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -651,10 +740,12 @@ def print_table(scenarios: list[Scenario], args: argparse.Namespace) -> None:
         bound = f"{s.bound:>8,.0f}" if s.bound else f"{'-':>8}"
         ratio = f"{s.ratio:>6.2f}" if s.ratio is not None else f"{'-':>6}"
         print(
-            f"{s.delay:>5g}s {s.workers:>7} {s.events_per_s:>9,.0f} {s.p50_ms:>7.0f} "
-            f"{s.p99_ms:>7.0f} {bound} {ratio} "
-            f"{s.cpu.workers / max(1, s.events) * 1000:>16.2f} {s.cpu.machine_busy:>5.0%}"
+            f"{s.delay:>5g}s {s.workers:>7} {s.notify:>6} {s.events_per_s:>9,.0f} "
+            f"{s.p50_ms:>7.0f} {s.p99_ms:>7.0f} {bound} {ratio} "
+            f"{s.cpu.workers / max(1, s.events) * 1000:>16.2f} {s.cpu.machine_busy:>5.0%} "
+            f"{s.notify_p99_ms:>10.0f}"
         )
+    print_notify_summary(scenarios)
     for s in scenarios:
         if s.ratio is not None:
             verdict = "meets" if s.ratio >= 0.8 else "BELOW"
@@ -662,6 +753,27 @@ def print_table(scenarios: list[Scenario], args: argparse.Namespace) -> None:
                 f"delay {s.delay:g} s, {s.workers} worker(s): {s.events_per_s:,.0f} events/s "
                 f"vs bound {s.bound:,.0f}/s = {s.ratio:.2f} ({verdict} the 0.8 target)"
             )
+
+
+def print_notify_summary(scenarios: list[Scenario]) -> None:
+    """Events/s with one endpoint subscribed to everything over events/s with none."""
+    pairs = sorted({(s.delay, s.workers) for s in scenarios})
+    for delay, workers in pairs:
+        runs = [s for s in scenarios if (s.delay, s.workers) == (delay, workers)]
+        with_endpoint = [s for s in runs if s.notify == "all"]
+        without = [s for s in runs if s.notify == "none"]
+        if not with_endpoint or not without:
+            continue
+        rate_with = sum(s.events_per_s for s in with_endpoint) / len(with_endpoint)
+        rate_without = sum(s.events_per_s for s in without) / len(without)
+        p99 = max(s.notify_p99_ms for s in with_endpoint)
+        ratio = rate_with / rate_without
+        print(
+            f"delay {delay:g} s, {workers} worker(s): {rate_with:,.0f} events/s with an "
+            f"endpoint vs {rate_without:,.0f} without = {ratio:.2f} "
+            f"({'meets' if ratio >= 0.9 else 'BELOW'} the 0.9 target); change->delivered "
+            f"p99 {p99:.0f} ms ({'meets' if p99 < 1000 else 'ABOVE'} the 1 s target)"
+        )
 
 
 def parse_list(text: str, kind: Callable[[str], Any]) -> list[Any]:
@@ -676,6 +788,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=2000, help="backlog per scenario")
     parser.add_argument("--delays", default="0,0.1", help="fake Codat seconds per answer")
     parser.add_argument("--workers", default="1,2", help="worker process counts")
+    parser.add_argument(
+        "--notify", default="none", help="none, all (one endpoint for every change), as a list"
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="WORKER_CONCURRENCY")
     parser.add_argument("--poll-interval", type=float, default=0.5, help="WORKER_POLL_INTERVAL")
     parser.add_argument("--companies", type=int, default=50, help="events spread round-robin")
@@ -697,9 +812,12 @@ def benchmark(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-process-") as tmp:
         for delay in delays:
             for workers in counts:
-                scenario = run_scenario(delay, workers, args, Path(tmp))
-                scenarios.append(scenario)
-                print(describe(scenario), flush=True)
+                for notify in parse_list(args.notify, str):
+                    if notify not in ("none", "all"):
+                        raise BenchFailure(f"--notify takes none and all, not {notify!r}")
+                    scenario = run_scenario(delay, workers, notify, args, Path(tmp))
+                    scenarios.append(scenario)
+                    print(describe(scenario), flush=True)
     print_table(scenarios, args)
     print(f"({time.monotonic() - started:.0f} s in all)")
     return 0

@@ -10,9 +10,12 @@ so it does not share a GIL with the benchmark driver), answering every call afte
 with that key looks up.
 
 `GET /_bench/calls` answers `{"push": {key: [[arrived, answered], ...]}, "other":
-{path: count}}`: for each push operation key looked up so far, the wall clock (Unix
-seconds) of each call's arrival and of the end of its answer, so that the driver can
-check one call per event and see where the time went; and every other call.
+{path: count}, "notified": {webhook-id: [arrived, ...]}}`: for each push operation key
+looked up so far, the wall clock (Unix seconds) of each call's arrival and of the end of
+its answer, so that the driver can check one call per event and see where the time
+went; every other call; and the arrivals of the service's notifications of changes,
+which `POST /_bench/notify` takes (the internal endpoint of `--notify all`: it answers
+204 at once and checks nothing, so it costs the measurement as little as it can).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from app.sandbox.fake_codat import FakeCodat
 
 CONNECTION_ID = "2e9d2c44-f675-40ba-8049-353bfcb5e171"
 CALLS_PATH = "/_bench/calls"
+NOTIFY_PATH = "/_bench/notify"
 VALIDATION_ERRORS = [
     {
         "itemId": "supplierRef.id",
@@ -55,11 +59,22 @@ class Recorder:
         self.app = app
         self.calls: defaultdict[str, list[tuple[float, float]]] = defaultdict(list)
         self.other: Counter[str] = Counter()
+        self.notified: defaultdict[str, list[float]] = defaultdict(list)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", ""))
+        if scope["type"] == "http" and path == NOTIFY_PATH:
+            headers = dict(scope.get("headers") or [])
+            self.notified[headers.get(b"webhook-id", b"").decode()].append(time.time())
+            while (await receive()).get("more_body"):
+                pass
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         if scope["type"] == "http" and path == CALLS_PATH:
-            body = json.dumps({"push": self.calls, "other": self.other}).encode()
+            body = json.dumps(
+                {"push": self.calls, "other": self.other, "notified": self.notified}
+            ).encode()
             await send(
                 {
                     "type": "http.response.start",
