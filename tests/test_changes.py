@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -434,6 +435,11 @@ async def test_every_change_reaches_the_endpoint_once_verified_across_its_outage
     made = {change.id for change in await changes(engine)}
     assert len(made) == 2
 
+    def counted(outcome: str) -> float:
+        labels = {"endpoint": url, "outcome": outcome}
+        return REGISTRY.get_sample_value("codat_notifications_total", labels) or 0.0
+
+    before = {outcome: counted(outcome) for outcome in ("delivered", "retry")}
     notifier = Notifier(ctx, "test-notifier")
     try:
         for _ in range(10):
@@ -444,6 +450,8 @@ async def test_every_change_reaches_the_endpoint_once_verified_across_its_outage
         assert set(endpoint.received) == made
         assert endpoint.rejected == 0
         assert sum(endpoint.requests.values()) == 2 + 4, "one success each after 4 500s"
+        assert counted("delivered") - before["delivered"] == 2
+        assert counted("retry") - before["retry"] == 4
         message = next(iter(endpoint.received.values()))
         assert set(message) == {"type", "id", "timestamp", "data"}
         async with engine.connect() as connection:

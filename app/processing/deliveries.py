@@ -56,7 +56,10 @@ class Notifier:
         self.worker_id = worker_id
         settings = ctx.settings
         self.endpoints = {endpoint.url: endpoint for endpoint in settings.notify_endpoints}
-        self.batch = settings.notify_concurrency
+        # Claimed a few slots' worth at a time: a claim and a settle are a transaction
+        # each, and one per delivery would cost more than the posts under load.
+        self.batch = settings.notify_concurrency * 4
+        self._slots = asyncio.Semaphore(settings.notify_concurrency)
         # A claimed delivery is settled within the time-out plus a settle: lease both.
         self._lease = timedelta(
             seconds=settings.notify_timeout_seconds + settings.worker_lease_seconds
@@ -66,7 +69,7 @@ class Notifier:
         self._http = httpx.AsyncClient(
             timeout=settings.notify_timeout_seconds,
             follow_redirects=False,
-            limits=httpx.Limits(max_connections=self.batch),
+            limits=httpx.Limits(max_connections=settings.notify_concurrency),
         )
 
     def wake(self) -> None:
@@ -134,7 +137,8 @@ class Notifier:
             # The endpoint left the settings (or the change was pruned): nothing to send to.
             why = "endpoint no longer configured" if endpoint is None else "change pruned"
             return Attempt(delivery, False, None, why)
-        return Attempt(delivery, *await post_change(self._http, endpoint, change))
+        async with self._slots:
+            return Attempt(delivery, *await post_change(self._http, endpoint, change))
 
     async def _settle(self, attempts: list[Attempt]) -> None:
         now = self.ctx.clock()
