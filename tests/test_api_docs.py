@@ -44,6 +44,7 @@ def operations(spec: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
 def concrete(path: str) -> str:
     """A documented path with its parameters filled in."""
     values = {"event_id": "1", "company_id": "c", "data_type": "bills", "push_operation_key": "k"}
+    values["delivery_id"] = "1"
     return re.sub(r"\{(\w+)\}", lambda m: values[m[1]], path)
 
 

@@ -14,8 +14,9 @@ from pydantic import BaseModel, Field
 
 from app.api.auth import require_token
 from app.api.errors import ApiError
-from app.api.paging import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, decode_cursor, encode_cursor
-from app.api.status import ERRORS, Session
+from app.api.examples import COMPANY, CURSOR, PUSH_KEY, RECEIVED, answer
+from app.api.paging import DEFAULT_LIMIT, MAX_ID, decode_cursor, encode_cursor
+from app.api.status import ERRORS, CompanyFilter, Cursor, Limit, Session
 from app.changes.deliveries import (
     DeliveryFilter,
     list_deliveries,
@@ -24,7 +25,7 @@ from app.changes.deliveries import (
 )
 from app.changes.feed import MAX_WAIT_SECONDS, FeedFilter, Position, wait_for_changes
 from app.changes.record import CHANGE_TYPES
-from app.models import Change, utcnow
+from app.models import Change, DeliveryStatus, utcnow
 
 router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], responses=ERRORS)
 
@@ -32,17 +33,38 @@ router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], resp
 class ChangeItem(BaseModel):
     """One change, in the shape a notification's body has."""
 
-    type: str = Field(examples=["company.ready"])
-    id: str = Field(description="Unique, sorts by creation time", examples=["chg_..."])
-    timestamp: datetime
-    data: dict[str, Any] = Field(examples=[{"companyId": "8a210b68-6988-11ed-a1eb-0242ac120002"}])
+    type: str = Field(description="The change type (README, the change types)")
+    id: str = Field(description="Unique, sorts by creation time; a notification's webhook-id")
+    timestamp: datetime = Field(description="When the change was recorded (UTC)")
+    data: dict[str, Any] = Field(description="What changed; `companyId` when it has a company")
 
 
 class ChangePage(BaseModel):
-    items: list[ChangeItem]
+    items: list[ChangeItem] = Field(description="Oldest first")
     next_cursor: str | None = Field(
         description="Give it back as `cursor` for what comes next (also when items is empty)"
     )
+
+
+CHANGE_PAGE = ChangePage(
+    items=[
+        ChangeItem(
+            type="bill_write.failed",
+            id="chg_019ad3f2a1b0c1d2e3f4a5b6c7d8",
+            timestamp=RECEIVED,
+            data={
+                "companyId": COMPANY,
+                "pushOperationKey": PUSH_KEY,
+                "dataType": "bills",
+                "status": "Failed",
+                "recordId": None,
+                "errorMessage": "Supplier not found",
+                "validation": None,
+            },
+        )
+    ],
+    next_cursor=CURSOR,
+)
 
 
 def change_item(change: Change) -> ChangeItem:
@@ -59,15 +81,20 @@ def _types(text: str | None) -> list[str]:
     return types
 
 
-@router.get("/changes", response_model=ChangePage, tags=["changes"])
+@router.get(
+    "/changes",
+    response_model=ChangePage,
+    tags=["changes"],
+    responses={200: answer(CHANGE_PAGE)},
+)
 async def list_changes(
     request: Request,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    cursor: Cursor = None,
     types: Annotated[
-        str | None, Query(description="Comma-separated change types", examples=["data.changed"])
+        str | None, Query(description="Only these change types, comma-separated")
     ] = None,
-    company_id: Annotated[str | None, Query(max_length=255)] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    company_id: CompanyFilter = None,
+    limit: Limit = DEFAULT_LIMIT,
     wait: Annotated[
         float,
         Query(
@@ -80,9 +107,7 @@ async def list_changes(
     """What changed, oldest first, at least once: keep `next_cursor` and ask again."""
     after = None
     if cursor:
-        tx, seq = decode_cursor(cursor, 2)
-        if not isinstance(tx, int) or not isinstance(seq, int):
-            raise ApiError(400, "invalid cursor")
+        tx, seq = decode_cursor(cursor, int, int)
         after = Position(tx, seq)
     page = await wait_for_changes(
         request.app.state.sessions,
@@ -100,58 +125,84 @@ async def list_changes(
 
 
 class DeliveryItem(BaseModel):
-    id: int
-    change_id: str
-    change_type: str
-    company_id: str | None
-    endpoint: str
-    status: str = Field(examples=["pending", "processing", "delivered", "dead"])
-    attempts: int
-    next_attempt_at: datetime | None
-    last_error: str | None
-    response_status: int | None
-    created_at: datetime
-    delivered_at: datetime | None
+    id: int = Field(description="The delivery's id in this service")
+    change_id: str = Field(description="The change sent (its webhook-id)")
+    change_type: str = Field(description="The change's type")
+    company_id: str | None = Field(description="The change's company, if any")
+    endpoint: str = Field(description="The endpoint's URL, as in NOTIFY_ENDPOINTS")
+    status: DeliveryStatus = Field(description="pending, processing, delivered or dead")
+    attempts: int = Field(description="Posts tried so far")
+    next_attempt_at: datetime | None = Field(description="When it is tried next, if pending")
+    last_error: str | None = Field(description="The last failure: HTTP status or error kind")
+    response_status: int | None = Field(description="The endpoint's last HTTP status")
+    created_at: datetime = Field(description="When it was queued (or replayed)")
+    delivered_at: datetime | None = Field(description="When a 2xx came back")
 
 
 class DeliveryPage(BaseModel):
-    items: list[DeliveryItem]
-    next_cursor: str | None
+    items: list[DeliveryItem] = Field(description="Newest first")
+    next_cursor: str | None = Field(description="Give it back as `cursor` for the next page")
 
 
 class DeliveryReplayRequest(BaseModel):
-    status: str | None = Field(default=None, examples=["dead"])
-    endpoint: str | None = None
-    change_type: str | None = None
-    company_id: str | None = None
+    status: DeliveryStatus | None = Field(default=None, description="Only deliveries in this")
+    endpoint: str | None = Field(default=None, description="Only those to this endpoint URL")
+    change_type: str | None = Field(default=None, description="Only changes of this type")
+    company_id: str | None = Field(default=None, description="Only this company's changes")
 
 
 class DeliveryReplayResult(BaseModel):
-    queued: int
+    queued: int = Field(description="Deliveries queued to be sent again")
+
+
+DELIVERY_PAGE = DeliveryPage(
+    items=[
+        DeliveryItem(
+            id=7,
+            change_id=CHANGE_PAGE.items[0].id,
+            change_type="bill_write.failed",
+            company_id=COMPANY,
+            endpoint="https://platform.internal/codat-changes",
+            status=DeliveryStatus.DEAD,
+            attempts=14,
+            next_attempt_at=None,
+            last_error="HTTP 503",
+            response_status=503,
+            created_at=RECEIVED,
+            delivered_at=None,
+        )
+    ],
+    next_cursor=None,
+)
 
 
 def delivery_filter(
-    status: str | None = None,
-    endpoint: str | None = None,
-    change_type: str | None = None,
-    company_id: str | None = None,
+    status: Annotated[
+        DeliveryStatus | None, Query(description="Only deliveries in this status")
+    ] = None,
+    endpoint: Annotated[str | None, Query(description="Only those to this endpoint URL")] = None,
+    change_type: Annotated[str | None, Query(description="Only changes of this type")] = None,
+    company_id: CompanyFilter = None,
 ) -> DeliveryFilter:
     return DeliveryFilter(status, endpoint, change_type, company_id)
 
 
-@router.get("/deliveries", response_model=DeliveryPage, tags=["changes"])
+@router.get(
+    "/deliveries",
+    response_model=DeliveryPage,
+    tags=["changes"],
+    responses={200: answer(DELIVERY_PAGE)},
+)
 async def get_deliveries(
     db: Session,
     filters: Annotated[DeliveryFilter, Depends(delivery_filter)],
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
 ) -> DeliveryPage:
     """Deliveries of changes to the endpoints, newest first; filter `status=dead`."""
     before = None
     if cursor:
-        [before] = decode_cursor(cursor, 1)
-        if not isinstance(before, int):
-            raise ApiError(400, "invalid cursor")
+        [before] = decode_cursor(cursor, int)
     rows = await list_deliveries(db, filters, before_id=before, limit=limit)
     return DeliveryPage(
         items=[DeliveryItem.model_validate(row, from_attributes=True) for row in rows],
@@ -160,13 +211,17 @@ async def get_deliveries(
 
 
 @router.post(
-    "/deliveries/{delivery_id}/replay",
+    "/deliveries/{delivery_id:int}/replay",
     response_model=DeliveryReplayResult,
     status_code=202,
     tags=["changes"],
+    responses={202: answer(DeliveryReplayResult(queued=1), "Queued")},
 )
 async def replay_one_delivery(
-    db: Session, delivery_id: Annotated[int, Path(ge=1, le=MAX_ID)]
+    db: Session,
+    delivery_id: Annotated[
+        int, Path(ge=1, le=MAX_ID, description="The delivery's id in this service")
+    ],
 ) -> DeliveryReplayResult:
     """Send one delivered or dead delivery again, at once."""
     refused = await replay_delivery(db, delivery_id, utcnow())
@@ -178,13 +233,17 @@ async def replay_one_delivery(
 
 
 @router.post(
-    "/deliveries/replay", response_model=DeliveryReplayResult, status_code=202, tags=["changes"]
+    "/deliveries/replay",
+    response_model=DeliveryReplayResult,
+    status_code=202,
+    tags=["changes"],
+    responses={202: answer(DeliveryReplayResult(queued=3), "Queued")},
 )
 async def replay_matching_deliveries(
     db: Session, body: Annotated[DeliveryReplayRequest, Body()]
 ) -> DeliveryReplayResult:
     """Send every delivered or dead delivery matching the filters again (at least one)."""
-    filters = DeliveryFilter(**body.model_dump())
+    filters = DeliveryFilter(**body.model_dump(mode="json"))
     if not filters.conditions():
         raise ApiError(400, "give at least one filter to replay in bulk")
     return DeliveryReplayResult(queued=await replay_deliveries(db, filters, utcnow()))
