@@ -308,8 +308,13 @@ async def test_a_worker_killed_mid_delivery_loses_no_change(
             select(func.count()).select_from(Delivery).where(Delivery.status != "delivered")
         )
 
+        changes = select(func.count()).select_from(Change)
+
         async def all_delivered() -> bool:
-            return bool(await scalar(engine, undelivered) == 0)
+            # Every event processed (one the killed worker held comes back after its
+            # lease), and every change it recorded delivered.
+            made = await scalar(engine, changes)
+            return bool(made == 6 and await scalar(engine, undelivered) == 0)
 
         # The killed worker's deliveries come back once their lease (time-out + lease) ends.
         await wait_for(all_delivered, within=90, what="every delivery")
