@@ -17,6 +17,7 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
+from app import tracing
 from app.config import DatabaseSettings, Settings, dev_env_file, get_settings
 from app.logs import configure_logging
 from app.sandbox import SANDBOX_API_KEY
@@ -65,6 +66,15 @@ def load_settings(*, dev_env: bool = False) -> Settings:
     return settings
 
 
+def start_tracing() -> None:
+    """Traces, if the OTEL_* variables configure an exporter; else a one-line error."""
+    try:
+        tracing.configure()
+    except tracing.InvalidTracingConfig as exc:
+        typer.echo(f"error: invalid tracing configuration: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+
+
 @cli.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: HOST)")] = None,
@@ -73,6 +83,7 @@ def serve(
     """Serve the webhook route and health checks, the status API, and the embedded worker."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    start_tracing()
     run_fast(run_servers(settings, host or settings.host, settings.port if port is None else port))
 
 
@@ -102,6 +113,7 @@ def worker() -> None:
     """Process stored events on their own (several may share one PostgreSQL)."""
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    start_tracing()
     run_fast(run_worker(settings))
 
 

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
     async_sessionmaker,
-    create_async_engine,
 )
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
@@ -80,10 +80,11 @@ def create_engine(database_url: str, *, pool_size: int = WEB_POOL_SIZE) -> Async
     url = async_url(database_url)
     if url.get_backend_name() == "sqlite":
         _prepare_sqlite_file(url)
-        engine = create_async_engine(url, connect_args={"timeout": 10})
+        engine = sqlalchemy_asyncio.create_async_engine(url, connect_args={"timeout": 10})
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
         return engine
-    return create_async_engine(
+    # Looked up when called: with tracing on, OpenTelemetry has wrapped it (app/tracing.py).
+    return sqlalchemy_asyncio.create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,

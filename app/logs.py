@@ -7,12 +7,24 @@ import sys
 
 import structlog
 
+from app import tracing
+
 
 def _drop_color_message(
     _logger: object, _name: str, event: structlog.types.EventDict
 ) -> structlog.types.EventDict:
     """uvicorn adds a colourised copy of its message; one copy is enough."""
     event.pop("color_message", None)
+    return event
+
+
+def _add_trace_ids(
+    _logger: object, _name: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """trace_id and span_id of the active span (tracing on): a log line finds its trace."""
+    ids = tracing.trace_ids()
+    if ids is not None:
+        event["trace_id"], event["span_id"] = ids
     return event
 
 
@@ -29,6 +41,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
         _drop_color_message,
+        _add_trace_ids,
     ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -17,8 +17,9 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app import tracing
 from app.api import changes, health, metrics, status
 from app.api.docs import install_docs, restore_example_nulls
 from app.api.errors import install_error_handlers
@@ -36,6 +37,8 @@ from app.webhooks.signature import SignatureVerifier
 from app.webhooks.store import EventWriter
 
 WEBHOOK_PATH = "/webhooks/codat"
+# Asked every few seconds by probes and Prometheus: a trace each would bury the rest.
+UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 API_DESCRIPTION = """\
 Receives Codat's Bill Pay webhooks, keeps a local copy of each company's payables data, and
 tells what happened: events, companies and the freshness of their data, the local copy,
@@ -80,10 +83,12 @@ class Runtime:
         if self._users == 1:
             # What start-up allocated lives as long as the process: keep the collector off it.
             gc.freeze()
-            self.writer.start()
-            self._listener = asyncio.create_task(
-                listen_for_work(self.engine, self.change_signal.notify, CHANGES_CHANNEL)
-            )
+            # The group commit serves many requests at once: its statements are no one's.
+            with tracing.untraced():
+                self.writer.start()
+                self._listener = asyncio.create_task(
+                    listen_for_work(self.engine, self.change_signal.notify, CHANGES_CHANNEL)
+                )
             if self.worker:
                 self._worker_task = asyncio.create_task(self.worker.run(self._stop))
 
@@ -112,6 +117,9 @@ class ServiceApp(FastAPI):
     """
 
     webhook_fast_path = False
+    # The fast path itself, inside OpenTelemetry's ASGI middleware when tracing is on.
+    webhook_asgi: ASGIApp
+    untraced_paths: frozenset[str] = frozenset()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -121,8 +129,11 @@ class ServiceApp(FastAPI):
             and scope["method"] == "POST"
         ):
             scope["app"] = self
-            response = await codat_webhook_endpoint(Request(scope, receive))
-            await response(scope, receive, send)
+            await self.webhook_asgi(scope, receive, send)
+            return
+        if scope.get("path") in self.untraced_paths:
+            with tracing.untraced():
+                await super().__call__(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -130,6 +141,11 @@ class ServiceApp(FastAPI):
         if self.openapi_schema is None:
             self.openapi_schema = restore_example_nulls(super().openapi())
         return self.openapi_schema
+
+
+async def serve_webhook(scope: Scope, receive: Receive, send: Send) -> None:
+    response = await codat_webhook_endpoint(Request(scope, receive))
+    await response(scope, receive, send)
 
 
 def _app(runtime: Runtime, *, public: bool, internal: bool) -> ServiceApp:
@@ -159,6 +175,11 @@ def _app(runtime: Runtime, *, public: bool, internal: bool) -> ServiceApp:
     app.state.receiver = runtime.receiver
     app.state.api_tokens = runtime.api_tokens
     app.state.change_signal = runtime.change_signal
+    app.webhook_asgi = serve_webhook
+    if tracing.enabled():
+        tracing.instrument_fastapi(app)
+        app.webhook_asgi = tracing.instrument_asgi(serve_webhook)
+        app.untraced_paths = UNTRACED_PATHS
     install_error_handlers(app)
     app.include_router(health.router)
     if public:

@@ -96,6 +96,9 @@ class WebhookEvent(Base):
     locked_by: Mapped[str | None] = mapped_column(String(255))
     last_error: Mapped[str | None] = mapped_column(Text)
     processed_at: Mapped[datetime | None]
+    # The receive span's context (W3C traceparent) when tracing is on: the worker's span
+    # for the event continues its trace (app/tracing.py).
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
     __table_args__ = (
         Index("ix_webhook_events_due", "status", "next_attempt_at"),
@@ -142,6 +145,8 @@ class Job(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
+    # The context of the span that asked for this run (an event's, when tracing is on).
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
     __table_args__ = (Index("ix_jobs_due", "status", "next_attempt_at"),)
 

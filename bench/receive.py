@@ -177,6 +177,7 @@ def server(
     null: bool = False,
     embedded_worker: bool = False,
     log_level: str = "INFO",
+    tracing: bool = False,
 ) -> Iterator[Server]:
     """Start one target on a free loopback port; yield its webhook URL and pid; stop it."""
     port = free_port()
@@ -192,14 +193,24 @@ def server(
         # (it would call the Codat API); --embedded-worker keeps the service's default.
         "EMBEDDED_WORKER": "true" if embedded_worker else "false",
     }
+    # Tracing as asked, never inherited: off, as in production without an exporter.
+    env = {key: value for key, value in env.items() if not key.startswith("OTEL_")}
+    stdout: int | None = None
     if target == "service":
         command = [str(Path(sys.executable).parent / "codat-webhooks"), "serve"]
+        if tracing:
+            # Every span made and exported: the console exporter serialises each one (as
+            # OTLP would) and writes it to /dev/null, so no collector's cost is counted.
+            env |= {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "bench-receive"}
+            stdout = subprocess.DEVNULL
     else:
         command = [sys.executable, "-m", "bench.minimal_receiver"]
         if null:
             env["BENCH_MINIMAL_MODE"] = "null"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log if stdout is None else stdout, stderr=log
+        )
     try:
         wait_ready(process, f"http://127.0.0.1:{port}/readyz", log_path)
         yield Server(f"http://127.0.0.1:{port}{WEBHOOK_PATH}", process.pid)
@@ -281,6 +292,7 @@ def run_once(
             log,
             embedded_worker=args.embedded_worker,
             log_level=args.log_level,
+            tracing=args.tracing,
         ) as running:
             result = load(running, args, detail, args.seconds)
         result["stored_log_lines"] = sum(
@@ -374,7 +386,7 @@ def print_table(
     print(
         f"concurrency {args.concurrency}, {args.seconds:g} s x {args.rounds} rounds per target, "
         f"one uvicorn worker each, service's embedded event worker {worker}, "
-        f"LOG_LEVEL={args.log_level}"
+        f"LOG_LEVEL={args.log_level}, tracing {'on' if args.tracing else 'off'}"
     )
     header = (
         f"{'backend':<11} {'target':<8} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
@@ -431,6 +443,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--embedded-worker",
         action="store_true",
         help="leave the service's in-process event worker on (EMBEDDED_WORKER=true)",
+    )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="the service with OpenTelemetry tracing on (console exporter, to /dev/null)",
     )
     return parser.parse_args(argv)
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from app import tracing
 from app.codat.datatypes import SINGLE_OBJECT_TYPES, list_path
 from app.codat.errors import (
     CodatError,
@@ -108,8 +109,9 @@ class CodatClient:
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Each page of a data type's records, oldest change first, following `_links.next`."""
         path = list_path(company_id, data_type, connection_id)
+        operation = f"read:{data_type}"
         if data_type in SINGLE_OBJECT_TYPES:
-            yield [await self._json("GET", path, company_id, f"read:{data_type}")]
+            yield [await self._json("GET", path, company_id, operation, data_type=data_type)]
             return
         first_page: dict[str, str | int] = {
             "page": 1,
@@ -119,17 +121,24 @@ class CodatClient:
         if modified_since is not None:
             # >= and not >: records sharing the watermark's instant are fetched again, not lost.
             first_page["query"] = f"modifiedDate>={codat_time(modified_since)}"
-        async for page in self._paged(path, company_id, f"read:{data_type}", first_page):
+        async for page in self._paged(path, company_id, operation, first_page, data_type):
             yield page
 
     async def _paged(
-        self, path: str, company_id: str, operation: str, first_page: dict[str, str | int]
+        self,
+        path: str,
+        company_id: str,
+        operation: str,
+        first_page: dict[str, str | int],
+        data_type: str | None = None,
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """Each page's results, from `path` with `first_page`, then along `_links.next`."""
         url: str | None = path
         params: dict[str, str | int] | None = first_page
         while url is not None:
-            body = await self._json("GET", url, company_id, operation, params=params)
+            body = await self._json(
+                "GET", url, company_id, operation, params=params, data_type=data_type
+            )
             yield list(body.get("results") or [])
             url, params = self._next_link(body), None
 
@@ -179,6 +188,7 @@ class CodatClient:
             company_id,
             "refresh:queue",
             params=params,
+            data_type=data_type,
         )
 
     async def data_status(self, company_id: str) -> dict[str, Any]:
@@ -210,8 +220,16 @@ class CodatClient:
         *,
         params: dict[str, str | int] | None = None,
         json_body: Any = None,
+        data_type: str | None = None,
     ) -> dict[str, Any]:
-        response = await self._send(method, url, company_id, operation, params, json_body)
+        # A span per call (tracing on): what it was for and its last status, never the key.
+        attributes = {
+            "codat.operation": operation,
+            "codat.company_id": company_id,
+            "codat.data_type": data_type,
+        }
+        with tracing.span(f"codat {operation}", attributes):
+            response = await self._send(method, url, company_id, operation, params, json_body)
         if response.status_code == 204 or not response.content:
             return {}
         try:
@@ -238,9 +256,11 @@ class CodatClient:
                 response = await self._limited(method, url, company_id, params, json_body)
             except httpx.TransportError as exc:  # time-outs, refused, reset
                 CODAT_CALLS.labels(operation=operation, status="error").inc()
+                tracing.annotate({"codat.status": "error"})
                 failure: CodatError = CodatUnavailable(f"{operation}: {type(exc).__name__}")
             else:
                 CODAT_CALLS.labels(operation=operation, status=str(response.status_code)).inc()
+                tracing.annotate({"codat.status": str(response.status_code)})
                 status = response.status_code
                 if status < 400:
                     return response

@@ -6,6 +6,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from app import tracing
 from app.changes.record import DATA_CHANGED
 from app.models import DataTypeState, Job
 from app.processing.context import Context
@@ -57,10 +58,14 @@ async def run_pull(ctx: Context, job: Job) -> None:
         company_id, data_type, connection_id=connection_id, modified_since=since
     ):
         rows = [row for record in page if (row := record_row(record, fallback_id)) is not None]
-        async with ctx.sessions.begin() as session:
-            counts.add(
-                await save_records(session, company_id, data_type, connection_id, rows, ctx.clock())
-            )
+        page_span = {"codat.page": pages + 1, "codat.records": len(rows)}
+        with tracing.span(f"pull page {data_type}", page_span):
+            async with ctx.sessions.begin() as session:
+                counts.add(
+                    await save_records(
+                        session, company_id, data_type, connection_id, rows, ctx.clock()
+                    )
+                )
         for row in rows:
             modified = row["modified_date"]
             if modified is not None and (watermark is None or modified > watermark):

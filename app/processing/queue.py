@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Executable, Table, and_, bindparam, case, false, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app import tracing
 from app.db import Executor, dialect_insert
 from app.models import Delivery, EventStatus, Job, JobStatus, WebhookEvent
 
@@ -217,6 +218,7 @@ async def enqueue_job(
         rerun=False,
         created_at=now,
         updated_at=now,
+        traceparent=tracing.traceparent(),
     )
     new = insert.excluded
     idle = Job.status.in_([JobStatus.DONE, JobStatus.DEAD])
@@ -235,6 +237,8 @@ async def enqueue_job(
                 "connection_id": func.coalesce(new.connection_id, Job.connection_id),
                 "params": new.params,
                 "updated_at": now,
+                # A waiting job runs for whoever asked first; a new run, for this asker.
+                "traceparent": case((idle | running, new.traceparent), else_=Job.traceparent),
             },
         )
     )

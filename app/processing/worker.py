@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app import tracing
 from app.codat.errors import CodatPaused, CodatRequestError
 from app.metrics import WORK_DONE, WORK_SECONDS
 from app.models import EventStatus, Job, JobStatus, WebhookEvent
@@ -110,6 +111,7 @@ class Worker:
         except (SQLAlchemyError, OSError) as exc:
             log.warning("could not schedule the sweep", extra={"error": type(exc).__name__})
 
+    @tracing.untraced_coroutine
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker started", extra={"worker_id": self.worker_id})
         await self.schedule_sweep()
@@ -136,6 +138,7 @@ class Worker:
                 await self.notifier.aclose()
             log.info("worker stopped", extra={"worker_id": self.worker_id})
 
+    @tracing.untraced_coroutine
     async def run_until_idle(self) -> None:
         """Work until nothing is due and nothing runs (tests and one-shot commands)."""
         while True:
@@ -271,6 +274,16 @@ class Worker:
         return self._serial.setdefault(key, asyncio.Lock())
 
     async def _execute(self, item: Item) -> None:
+        """One item; with tracing on, in a span that continues the trace that queued it."""
+        if not tracing.enabled():
+            await self._work(item)
+            return
+        name, attributes = _span(item)
+        with tracing.continue_trace(item.traceparent, name, attributes):
+            outcome = await self._work(item)
+            tracing.annotate({"codat.outcome": str(outcome)}, failed=outcome in ("retry", "dead"))
+
+    async def _work(self, item: Item) -> str:
         queue = "events" if isinstance(item, WebhookEvent) else "jobs"
         kind = (item.event_type if isinstance(item, WebhookEvent) else item.kind) or "unknown"
         started = time.monotonic()
@@ -305,6 +318,7 @@ class Worker:
                         "duration_ms": round(seconds * 1000, 1),
                     },
                 )
+        return outcome
 
     async def _run(self, item: Item) -> Outcome:
         if isinstance(item, WebhookEvent):
@@ -365,6 +379,7 @@ class Worker:
 
     async def _settle_failed(self, item: Item, exc: Exception) -> str:
         error = f"{type(exc).__name__}: {exc}"
+        tracing.record_exception(exc)
         dead_status = EventStatus.DEAD if isinstance(item, WebhookEvent) else JobStatus.DEAD
         settings = self.ctx.settings
         if _hopeless(exc) or item.attempts >= settings.worker_max_attempts:
@@ -394,6 +409,24 @@ def _hopeless(exc: Exception) -> bool:
     if isinstance(exc, CodatRequestError):
         return exc.status_code not in (401, 403)
     return isinstance(exc, InvalidEvent)
+
+
+def _span(item: Item) -> tuple[str, dict[str, object]]:
+    """What a trace shows of an item: ids and kinds, never a payload."""
+    if isinstance(item, WebhookEvent):
+        return f"process {item.event_type or 'event'}", {
+            "codat.event_id": item.event_id,
+            "codat.event_type": item.event_type,
+            "codat.delivery_id": item.delivery_id,
+            "codat.company_id": item.company_id,
+            "codat.attempt": item.attempts,
+        }
+    return " ".join(filter(None, (item.kind, item.data_type))), {
+        "codat.job": item.key,
+        "codat.company_id": item.company_id,
+        "codat.data_type": item.data_type,
+        "codat.attempt": item.attempts,
+    }
 
 
 def _ids(item: Item) -> dict[str, object]:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app import tracing
 from app.metrics import WEBHOOKS_RECEIVED
 from app.webhooks.envelope import read_facts
 from app.webhooks.signature import InvalidSignature, SignatureVerifier, delivery_id
@@ -71,6 +72,7 @@ def incoming_event(delivery_id: str, body: bytes, received_at: datetime) -> Inco
         connection_id=facts.connection_id,
         generated_at=facts.generated_at,
         unprocessable_reason=facts.unprocessable,
+        traceparent=tracing.traceparent(),
     )
 
 

@@ -55,6 +55,7 @@ class IncomingEvent:
     connection_id: str | None
     generated_at: datetime | None
     unprocessable_reason: str | None
+    traceparent: str | None = None
 
     def kept_aside(self, reason: str) -> IncomingEvent:
         """The row as it can always be stored: none of the values read from the body."""
@@ -68,6 +69,7 @@ class IncomingEvent:
             connection_id=None,
             generated_at=None,
             unprocessable_reason=reason,
+            traceparent=self.traceparent,
         )
 
     def row(self) -> dict[str, Any]:
@@ -85,6 +87,7 @@ class IncomingEvent:
             "attempts": 0,
             "next_attempt_at": None if self.unprocessable_reason else self.received_at,
             "last_error": self.unprocessable_reason,
+            "traceparent": self.traceparent,
         }
 
 
