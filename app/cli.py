@@ -21,6 +21,7 @@ from app import tracing
 from app.config import DatabaseSettings, Settings, dev_env_file, get_settings
 from app.logs import configure_logging
 from app.sandbox import SANDBOX_API_KEY
+from app.webhooks import WEBHOOK_PATH
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -157,14 +158,29 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 async def _with_session(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """`work` in one session, committed once if it returns (the commands never commit)."""
     from app.db import create_engine, session_factory
 
     engine = create_engine(settings.database_url)
     try:
         async with session_factory(engine)() as session:
-            return await work(session)
+            result = await work(session)
+            await session.commit()
+            return result
     finally:
         await engine.dispose()
+
+
+def _command(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run an operator command; a refusal is its message on stderr and exit code 1,
+    whatever its kind (the API tells them apart by HTTP status)."""
+    from app.processing.commands import CommandError
+
+    try:
+        return _run(_with_session(settings, work))
+    except CommandError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(code=1) from None
 
 
 @cli.command()
@@ -175,27 +191,30 @@ def replay(
     company_id: Annotated[str | None, typer.Option()] = None,
     received_after: Annotated[datetime | None, typer.Option()] = None,
     received_before: Annotated[datetime | None, typer.Option()] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count the events a filter would replay")
+    ] = False,
 ) -> None:
     """Queue events to be processed again (same filters as the status API)."""
-    from app.api.errors import ApiError
-    from app.api.queries import EventFilter, replay_event, replay_events
     from app.models import utcnow
+    from app.processing import commands
 
     settings = load_settings(dev_env=True)
-    filters = EventFilter(event_type, status, company_id, received_after, received_before)
+    filters = commands.EventFilter(event_type, status, company_id, received_after, received_before)
 
     async def work(session: AsyncSession) -> int:
         if event_id is not None:
-            await replay_event(session, event_id, utcnow())
+            await commands.replay_event(session, event_id, utcnow())
             return 1
-        return await replay_events(session, filters, utcnow())
+        if dry_run:
+            return await commands.count_replayable(session, filters)
+        return await commands.replay_events(session, filters, utcnow())
 
-    try:
-        queued = _run(_with_session(settings, work))
-    except ApiError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(code=1) from None
-    typer.echo(f"queued {queued} event(s)")
+    if dry_run and event_id is not None:
+        typer.echo("error: --dry-run counts what a filter matches; drop --event-id", err=True)
+        raise typer.Exit(code=1)
+    queued = _command(settings, work)
+    typer.echo(f"{'would queue' if dry_run else 'queued'} {queued} event(s)")
 
 
 def parse_age(text: str) -> timedelta:
@@ -229,7 +248,6 @@ def prune(
             )
         )
         changes = await prune_changes(session, cutoff)
-        await session.commit()
         return int(getattr(result, "rowcount", 0) or 0), changes
 
     events, changes = _run(_with_session(settings, work))
@@ -354,7 +372,7 @@ def send_test_event(
     raw = json.dumps(body)
     delivery = delivery_id or new_delivery_id()
     secret = settings.codat_webhook_secrets[0].get_secret_value()
-    target = url or f"http://127.0.0.1:{settings.port}/webhooks/codat"
+    target = url or f"http://127.0.0.1:{settings.port}{WEBHOOK_PATH}"
     for _ in range(repeat):
         try:
             response = httpx.post(
@@ -394,8 +412,8 @@ def _wait_for_processing(settings: Settings, delivery: str, timeout: float) -> N
 @cli.command("check-config")
 def check_config() -> None:
     """Validate the settings and the database connection, and say what is wrong (once each)."""
-    from app.api.health import readiness
     from app.db import create_engine
+    from app.migrate import readiness
 
     settings = load_settings(dev_env=True)
     typer.echo(
@@ -428,16 +446,6 @@ def check_config() -> None:
     typer.echo("configuration ok")
 
 
-async def _known_companies(session: AsyncSession, company_id: str | None) -> list[str]:
-    from sqlalchemy import select
-
-    from app.models import Company
-
-    if company_id:
-        return [company_id]
-    return list((await session.scalars(select(Company.id).order_by(Company.id))).all())
-
-
 @cli.command()
 def refresh(
     company_id: Annotated[str | None, typer.Option(help="Default: every known company")] = None,
@@ -446,20 +454,21 @@ def refresh(
     ] = None,
 ) -> None:
     """Queue refreshes of data types in Codat (the worker sends them)."""
-    from app.api.queries import queue_refresh
-    from app.codat.datatypes import BILL_PAY_DATA_TYPES
     from app.models import utcnow
+    from app.processing import commands
 
     settings = load_settings(dev_env=True)
-    types = data_type or list(BILL_PAY_DATA_TYPES[settings.bill_pay_variant])
 
-    async def work(session: AsyncSession) -> int:
-        companies = await _known_companies(session, company_id)
+    variant = settings.bill_pay_variant
+
+    async def work(session: AsyncSession) -> tuple[list[str], int]:
+        types = commands.refresh_types(data_type, variant)
+        companies = [company_id] if company_id else await commands.known_company_ids(session)
         for company in companies:
-            await queue_refresh(session, company, types, utcnow())
-        return len(companies)
+            await commands.refresh_company(session, company, types, variant=variant, now=utcnow())
+        return types, len(companies)
 
-    count = _run(_with_session(settings, work))
+    types, count = _command(settings, work)
     typer.echo(f"queued refreshes of {', '.join(types)} for {count} compan(y/ies)")
 
 
@@ -468,18 +477,18 @@ def reconcile(
     company_id: Annotated[str | None, typer.Option(help="Default: every known company")] = None,
 ) -> None:
     """Queue a reconcile pass: compare Codat's status with what was seen, catch up."""
-    from app.api.queries import queue_reconcile
     from app.models import utcnow
+    from app.processing import commands
 
     settings = load_settings(dev_env=True)
 
     async def work(session: AsyncSession) -> int:
-        companies = await _known_companies(session, company_id)
+        companies = [company_id] if company_id else await commands.known_company_ids(session)
         for company in companies:
-            await queue_reconcile(session, company, utcnow())
+            await commands.reconcile_company(session, company, utcnow())
         return len(companies)
 
-    typer.echo(f"queued reconcile for {_run(_with_session(settings, work))} compan(y/ies)")
+    typer.echo(f"queued reconcile for {_command(settings, work)} compan(y/ies)")
 
 
 @cli.command("register-webhook")
@@ -491,7 +500,7 @@ def register_webhook(
     from app.processing.context import build_context
 
     settings = load_settings(dev_env=True)
-    url = public_url.rstrip("/") + "/webhooks/codat"
+    url = public_url.rstrip("/") + WEBHOOK_PATH
 
     async def work() -> tuple[bool, dict[str, Any]]:
         from app.db import create_engine

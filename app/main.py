@@ -31,12 +31,12 @@ from app.db import WEB_POOL_SIZE, create_engine, session_factory, worker_pool_si
 from app.processing.context import build_context
 from app.processing.notify import listen_for_work
 from app.processing.worker import Worker
+from app.webhooks import WEBHOOK_PATH
 from app.webhooks import openapi as webhook_openapi
 from app.webhooks.route import Receiver, codat_webhook_endpoint
 from app.webhooks.signature import SignatureVerifier
 from app.webhooks.store import EventWriter
 
-WEBHOOK_PATH = "/webhooks/codat"
 # Asked every few seconds by probes and Prometheus: a trace each would bury the rest.
 UNTRACED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 API_DESCRIPTION = """\

@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 
@@ -43,3 +44,16 @@ async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as connection:
         result = await connection.execute(text("SELECT version_num FROM alembic_version"))
         return result.scalar_one_or_none()
+
+
+async def readiness(engine: AsyncEngine) -> tuple[bool, str]:
+    """Whether the database answers with this code's schema, and why not: `/readyz` and
+    `check-config` say the same."""
+    try:
+        current = await current_revision(engine)
+    except (SQLAlchemyError, OSError) as exc:
+        return False, f"database unreachable or not migrated ({type(exc).__name__})"
+    head = head_revision()
+    if current != head:
+        return False, f"schema at {current}, expected {head}: run `codat-webhooks migrate`"
+    return True, "ready"

@@ -17,13 +17,13 @@ from typing import Any
 import httpx
 import pytest
 import typer
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
 from app.cli import cli
 from app.config import get_settings
 from app.db import create_engine
-from app.models import EventStatus, WebhookEvent
+from app.models import Company, EventStatus, Job, WebhookEvent
 from app.webhooks.store import EventWriter, IncomingEvent
 from tests.support.ports import free_port
 from tests.support.signing import TEST_SECRET
@@ -52,7 +52,8 @@ async def _wipe(url: str) -> None:
 
     engine = create_engine(url)
     async with engine.begin() as connection:
-        await connection.execute(delete(WebhookEvent))
+        for table in (WebhookEvent, Job, Company):
+            await connection.execute(delete(table))
     await engine.dispose()
 
 
@@ -139,6 +140,11 @@ def test_replay_by_filter_queues_the_matching_events(env: dict[str, str]) -> Non
             ("read.completed", "processed", None),
         ],
     )
+    dry_run = ["replay", "--status", "dead", "--event-type", "read.completed", "--dry-run"]
+    counted = runner.invoke(cli, dry_run)
+    assert counted.exit_code == 0, counted.output
+    assert "would queue 2 event(s)" in counted.output
+    assert set(statuses(url).values()) == {"dead", "processed"}
     result = runner.invoke(cli, ["replay", "--status", "dead", "--event-type", "read.completed"])
     assert result.exit_code == 0, result.output
     assert "queued 2 event(s)" in result.output
@@ -146,6 +152,55 @@ def test_replay_by_filter_queues_the_matching_events(env: dict[str, str]) -> Non
     refused = runner.invoke(cli, ["replay"])
     assert refused.exit_code == 1
     assert "at least one filter" in refused.output
+
+
+def jobs(url: str) -> list[tuple[str, str | None]]:
+    """(kind, data type) of every queued job, in key order."""
+
+    async def work() -> list[tuple[str, str | None]]:
+        engine = create_engine(url)
+        async with engine.connect() as connection:
+            rows = (
+                await connection.execute(select(Job.kind, Job.data_type).order_by(Job.key))
+            ).all()
+        await engine.dispose()
+        return [(kind, data_type) for kind, data_type in rows]
+
+    return asyncio.run(work())
+
+
+def test_refresh_and_reconcile_queue_jobs_and_refuse_bad_input(env: dict[str, str]) -> None:
+    url = env["DATABASE_URL"]
+
+    async def add_company() -> None:
+        engine = create_engine(url)
+        async with engine.begin() as connection:
+            now = datetime.now(UTC)
+            await connection.execute(
+                insert(Company).values(id="c1", created_at=now, updated_at=now)
+            )
+        await engine.dispose()
+
+    asyncio.run(add_company())
+    unknown = runner.invoke(cli, ["refresh", "--data-type", "bills", "--data-type", "nope"])
+    assert unknown.exit_code == 1
+    assert "unknown data types: nope" in unknown.output
+    missing = runner.invoke(cli, ["reconcile", "--company-id", "c2"])
+    assert missing.exit_code == 1
+    assert "no company c2" in missing.output
+    assert jobs(url) == []
+
+    refreshed = runner.invoke(cli, ["refresh", "--data-type", "bills", "--data-type", "suppliers"])
+    assert refreshed.exit_code == 0, refreshed.output
+    assert "queued refreshes of bills, suppliers for 1 compan(y/ies)" in refreshed.output
+    reconciled = runner.invoke(cli, ["reconcile"])
+    assert reconciled.exit_code == 0, reconciled.output
+    assert "queued reconcile for 1 compan(y/ies)" in reconciled.output
+    assert sorted(jobs(url)) == [
+        ("reconcile", None),
+        ("refresh", "bills"),
+        ("refresh", "suppliers"),
+    ]
 
 
 def test_prune_removes_only_old_finished_events(env: dict[str, str]) -> None:

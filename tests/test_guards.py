@@ -21,10 +21,11 @@ async def test_the_migrations_create_exactly_the_models(database_url: str) -> No
 
 
 def app_imports(package: str) -> dict[str, set[str]]:
-    """For each module of `app/<package>`, the `app.*` modules it imports (anywhere in it,
-    functions included)."""
+    """For each module of `app/<package>` (or the one module `app/<name>.py`), the `app.*`
+    modules it imports (anywhere in it, functions included)."""
     found: dict[str, set[str]] = {}
-    for path in sorted((APP / package).rglob("*.py")):
+    root = APP / package
+    for path in [root] if root.is_file() else sorted(root.rglob("*.py")):
         names: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -44,3 +45,13 @@ def test_the_codat_client_depends_on_no_other_part_of_the_app() -> None:
         for module, names in app_imports("codat").items()
     }
     assert {m: n for m, n in wrong.items() if n} == {}
+
+
+def test_the_cli_and_the_commands_do_not_go_through_the_api() -> None:
+    """The API and the CLI are front doors beside each other: both call the commands
+    (app/processing/commands.py), and neither the CLI nor the commands import app.api."""
+    imports = app_imports("cli.py") | app_imports("processing")
+    through_api = {
+        m: sorted(n for n in names if n.startswith("app.api")) for m, names in imports.items()
+    }
+    assert {m: n for m, n in through_api.items() if n} == {}

@@ -1,1 +1,2 @@
-"""HTTP routes other than the webhook: health now, the status API later."""
+"""The internal HTTP API: the status API and change feed under /api/v1, health checks,
+metrics and the offline docs."""

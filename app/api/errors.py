@@ -8,6 +8,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.processing.commands import CommandError, Conflict, InvalidRequest, NotFound
+
+# The one place where the commands' refusals become HTTP statuses.
+COMMAND_STATUS: dict[type[CommandError], int] = {
+    InvalidRequest: 400,
+    NotFound: 404,
+    Conflict: 409,
+}
+
 
 class ErrorBody(BaseModel):
     """Every error of the API, whatever its status."""
@@ -25,10 +34,19 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def command_status(exc: CommandError) -> int:
+    """The HTTP status of a command's refusal (an unlisted kind is the client's fault)."""
+    return next((code for kind, code in COMMAND_STATUS.items() if isinstance(exc, kind)), 400)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"error": exc.message}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(CommandError)
+    async def _refused(request: Request, exc: CommandError) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, command_status(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -6,10 +6,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.migrate import current_revision, head_revision
+from app.migrate import readiness
 
 router = APIRouter(tags=["health"])
 
@@ -21,17 +19,6 @@ router = APIRouter(tags=["health"])
 async def healthz() -> dict[str, str]:
     """The process is up (liveness); says nothing about the database on purpose."""
     return {"status": "ok"}
-
-
-async def readiness(engine: AsyncEngine) -> tuple[bool, str]:
-    try:
-        current = await current_revision(engine)
-    except (SQLAlchemyError, OSError) as exc:
-        return False, f"database unreachable or not migrated ({type(exc).__name__})"
-    head = head_revision()
-    if current != head:
-        return False, f"schema at {current}, expected {head}: run `codat-webhooks migrate`"
-    return True, "ready"
 
 
 def _readiness_answer(description: str, status: str, reason: str) -> dict[str, Any]:

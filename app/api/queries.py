@@ -1,13 +1,13 @@
-"""What the status API answers, as plain functions over a session (tests call them too)."""
+"""What the status API answers, as plain functions over a session (the dashboard and the
+tests call them too). They read; what changes state is in app/processing/commands.py."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, func, literal, or_, select, update
+from sqlalchemy import and_, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.errors import ApiError
@@ -37,46 +37,13 @@ from app.models import (
     WebhookEvent,
     WriteOutcome,
 )
-from app.processing.freshness import EPOCH, is_overdue, request_reconcile, request_refresh
+from app.processing.commands import EventFilter, NotFound, as_utc
+from app.processing.freshness import EPOCH, is_overdue
 from app.processing.state import RATE_LIMIT_ROW
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Base)
 SUMMARY_COLUMNS = [getattr(WebhookEvent, name) for name in EventSummary.model_fields]
-NOT_REPLAYABLE = (EventStatus.UNPROCESSABLE, EventStatus.PROCESSING)
-
-
-@dataclass(frozen=True)
-class EventFilter:
-    """The filters every event list and replay takes, in the API and the CLI alike."""
-
-    event_type: str | None = None
-    status: str | None = None
-    company_id: str | None = None
-    received_after: datetime | None = None
-    received_before: datetime | None = None
-
-    def clauses(self) -> list[ColumnElement[bool]]:
-        clauses: list[ColumnElement[bool]] = []
-        if self.event_type is not None:
-            clauses.append(WebhookEvent.event_type == self.event_type)
-        if self.status is not None:
-            clauses.append(WebhookEvent.status == self.status)
-        if self.company_id is not None:
-            clauses.append(WebhookEvent.company_id == self.company_id)
-        if self.received_after is not None:
-            clauses.append(WebhookEvent.received_at >= _utc(self.received_after))
-        if self.received_before is not None:
-            clauses.append(WebhookEvent.received_at < _utc(self.received_before))
-        return clauses
-
-
-def _utc(moment: datetime) -> datetime:
-    """Naive means UTC; a date that has no UTC form (year 1 at +01:00) is refused."""
-    try:
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    except OverflowError:
-        raise ApiError(400, f"date out of range: {moment.isoformat()}") from None
 
 
 def _page_items(rows: list[T], limit: int) -> tuple[list[T], T | None]:
@@ -133,46 +100,11 @@ async def get_event(session: AsyncSession, event_id: int) -> EventDetail:
 
 
 async def _found(session: AsyncSession, model: type[M], key: Any, what: str) -> M:
-    """The row, or the API's 404 naming what was asked for."""
+    """The row, or the NotFound (404) naming what was asked for."""
     row = await session.get(model, key)
     if row is None:
-        raise ApiError(404, f"no {what} {key}")
+        raise NotFound(f"no {what} {key}")
     return row
-
-
-def _replay_values(now: datetime) -> dict[str, Any]:
-    return {
-        "status": EventStatus.PENDING,
-        "attempts": 0,
-        "next_attempt_at": now,
-        "locked_until": None,
-        "last_error": None,
-        "processed_at": None,
-    }
-
-
-async def replay_event(session: AsyncSession, event_id: int, now: datetime) -> None:
-    event = await _found(session, WebhookEvent, event_id, "event")
-    if event.status in NOT_REPLAYABLE:
-        raise ApiError(409, f"event {event_id} is {event.status} and cannot be replayed")
-    await session.execute(
-        update(WebhookEvent).where(WebhookEvent.id == event_id).values(**_replay_values(now))
-    )
-    await session.commit()
-
-
-async def replay_events(session: AsyncSession, filters: EventFilter, now: datetime) -> int:
-    """Queue every matching event again; at least one filter, so nothing is replayed by accident."""
-    clauses = filters.clauses()
-    if not clauses:
-        raise ApiError(400, "give at least one filter to replay in bulk")
-    result = await session.execute(
-        update(WebhookEvent)
-        .where(*clauses, WebhookEvent.status.not_in(NOT_REPLAYABLE))
-        .values(**_replay_values(now))
-    )
-    await session.commit()
-    return int(getattr(result, "rowcount", 0) or 0)
 
 
 # -- companies and the local copy -----------------------------------------------------------
@@ -251,12 +183,12 @@ async def list_records(
     modified = func.coalesce(Record.modified_date, literal(EPOCH, Record.modified_date.type))
     query = select(Record).where(Record.company_id == company_id, Record.data_type == data_type)
     if modified_after is not None:
-        query = query.where(Record.modified_date > _utc(modified_after))
+        query = query.where(Record.modified_date > as_utc(modified_after))
     if not include_deleted:
         query = query.where(Record.is_deleted.is_(False))
     if cursor:
         last_modified, last_id = decode_cursor(cursor, str, str)
-        after = _utc(cursor_datetime(last_modified))
+        after = as_utc(cursor_datetime(last_modified))
         query = query.where(
             or_(modified > after, and_(modified == after, Record.record_id > last_id))
         )
@@ -305,7 +237,7 @@ async def list_writes(
             query = query.where(column == value)
     if cursor:
         last_updated, last_key = decode_cursor(cursor, str, str)
-        before = _utc(cursor_datetime(last_updated))
+        before = as_utc(cursor_datetime(last_updated))
         query = query.where(
             or_(
                 WriteOutcome.updated_at < before,
@@ -327,9 +259,7 @@ async def list_writes(
 
 
 async def get_write(session: AsyncSession, push_operation_key: str) -> WriteItem:
-    outcome = await session.get(WriteOutcome, push_operation_key)
-    if outcome is None:
-        raise ApiError(404, f"no write {push_operation_key}")
+    outcome = await _found(session, WriteOutcome, push_operation_key, "write")
     return WriteItem.model_validate(outcome, from_attributes=True)
 
 
@@ -352,25 +282,3 @@ async def get_rate_limit(session: AsyncSession, now: datetime) -> RateLimitStatu
         quota_remaining=state.quota_remaining,
         updated_at=state.updated_at,
     )
-
-
-async def queue_refresh(
-    session: AsyncSession, company_id: str, data_types: list[str], now: datetime
-) -> list[str]:
-    """Queue refreshes for the worker (which owns the pause and the retries)."""
-    company = await _found(session, Company, company_id, "company")
-    for data_type in data_types:
-        state = await session.get(DataTypeState, (company_id, data_type))
-        connection_id = (state.connection_id if state else None) or company.connection_id
-        await request_refresh(
-            session, company_id, data_type, connection_id=connection_id, now=now, reason="api"
-        )
-    await session.commit()
-    return data_types
-
-
-async def queue_reconcile(session: AsyncSession, company_id: str, now: datetime) -> list[str]:
-    await _found(session, Company, company_id, "company")
-    await request_reconcile(session, company_id, now)
-    await session.commit()
-    return ["reconcile"]

@@ -1,4 +1,5 @@
-"""The internal status API under /api/v1. Thin routes: the work is in `queries`.
+"""The internal status API under /api/v1. Thin routes: what they read is in `queries`, what
+they change in `app.processing.commands`.
 
 The token is checked, and the body's size bounded, before a route sees the request
 (`app.api.guard`); `require_token` here declares the scheme for /docs and checks again.
@@ -14,10 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api import examples, queries
 from app.api.auth import require_token
-from app.api.errors import ApiError, ErrorBody
+from app.api.errors import ErrorBody
 from app.api.examples import answer
 from app.api.paging import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT
-from app.api.queries import EventFilter
 from app.api.schemas import (
     CompanyDetail,
     CompanyPage,
@@ -33,9 +33,10 @@ from app.api.schemas import (
     WritePage,
 )
 from app.api.types import ISO_EXAMPLE, IsoDateTime
-from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES
 from app.codat.push import PushOperationStatus
 from app.models import EventStatus, utcnow
+from app.processing import commands
+from app.processing.commands import EventFilter
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": description}
@@ -52,15 +53,24 @@ router = APIRouter(prefix="/api/v1", dependencies=[Depends(require_token)], resp
 
 
 async def session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One session per request, committed once when the route has answered without an
+    error (before the answer is sent), rolled back otherwise: routes and the functions
+    they call never commit."""
     async with request.app.state.sessions() as db:
-        yield db
+        try:
+            yield db
+        except BaseException:
+            await db.rollback()
+            raise
+        await db.commit()
 
 
 def _iso(what: str) -> str:
     return f"{what} (ISO 8601, e.g. {ISO_EXAMPLE}; without an offset, UTC)"
 
 
-Session = Annotated[AsyncSession, Depends(session)]
+# scope="function": the commit happens before the answer is sent, so a 202 means queued.
+Session = Annotated[AsyncSession, Depends(session, scope="function")]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page (at most 500)")]
 Cursor = Annotated[
     str | None, Query(description="`next_cursor` of the previous page; omit for the first")
@@ -125,7 +135,7 @@ async def get_event(db: Session, event_id: EventId) -> EventDetail:
 async def replay_event(db: Session, event_id: EventId) -> ReplayResult:
     """Queue one event to be processed again (handlers are idempotent). An unprocessable
     event, or one being processed now, is a 409."""
-    await queries.replay_event(db, event_id, utcnow())
+    await commands.replay_event(db, event_id, utcnow())
     return ReplayResult(queued=1)
 
 
@@ -140,7 +150,7 @@ async def replay_events(db: Session, body: Annotated[ReplayRequest, Body()]) -> 
     """Queue every event matching the filters again, e.g. every dead read.completed of one
     company. At least one filter: an empty body is a 400, not a replay of everything."""
     filters = EventFilter(**body.model_dump())
-    return ReplayResult(queued=await queries.replay_events(db, filters, utcnow()))
+    return ReplayResult(queued=await commands.replay_events(db, filters, utcnow()))
 
 
 @router.get(
@@ -185,14 +195,13 @@ async def refresh_company(
 ) -> Queued:
     """Ask Codat to read these data types again, through the worker (which owns the rate
     limit's pause and the retries). An unknown data type is a 400."""
-    settings = request.app.state.settings
-    data_types = (body.dataTypes if body else None) or list(
-        BILL_PAY_DATA_TYPES[settings.bill_pay_variant]
+    queued = await commands.refresh_company(
+        db,
+        company_id,
+        body.dataTypes if body else None,
+        variant=request.app.state.settings.bill_pay_variant,
+        now=utcnow(),
     )
-    unknown = sorted(set(data_types) - PULLABLE_DATA_TYPES)
-    if unknown:
-        raise ApiError(400, f"unknown data types: {', '.join(unknown)}")
-    queued = await queries.queue_refresh(db, company_id, data_types, utcnow())
     return Queued(company_id=company_id, queued=queued)
 
 
@@ -207,7 +216,7 @@ async def reconcile_company(db: Session, company_id: CompanyId) -> Queued:
     """Compare Codat's data status and push operations with what was seen, and catch up the
     webhooks that never came (through the worker)."""
     return Queued(
-        company_id=company_id, queued=await queries.queue_reconcile(db, company_id, utcnow())
+        company_id=company_id, queued=await commands.reconcile_company(db, company_id, utcnow())
     )
 
 

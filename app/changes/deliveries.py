@@ -1,4 +1,6 @@
-"""Reading and replaying deliveries of changes: plain functions the API and CLI share."""
+"""Reading and replaying deliveries of changes: plain functions the API and CLI share.
+
+They do not commit: the caller commits once (the API's session, the CLI's helper)."""
 
 from __future__ import annotations
 
@@ -58,7 +60,6 @@ async def replay_delivery(session: AsyncSession, delivery_id: int, now: datetime
     await session.execute(
         update(Delivery).where(Delivery.id == delivery_id).values(**_replay_values(now))
     )
-    await session.commit()
     return None
 
 
@@ -69,7 +70,6 @@ async def replay_deliveries(session: AsyncSession, filters: DeliveryFilter, now:
         .where(Delivery.status.in_(SETTLED), *filters.conditions())
         .values(**_replay_values(now))
     )
-    await session.commit()
     return int(getattr(result, "rowcount", 0) or 0)
 
 
