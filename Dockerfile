@@ -16,11 +16,12 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 RUN python -m venv /opt/venv
 
-# The dependencies in a layer of their own: it is rebuilt only when pyproject.toml changes,
-# not when the code does. They are read from [project].dependencies, without the code.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > requirements.txt \
-    && /opt/venv/bin/python -m pip install -r requirements.txt
+# The dependencies in a layer of their own: it is rebuilt only when they change, not when
+# the code does. requirements.lock pins every one of them with its hashes (`make lock`
+# writes it from pyproject.toml; tests/test_lock.py checks they agree), so an image holds
+# exactly the reviewed versions and pip refuses any file whose hash differs.
+COPY pyproject.toml requirements.lock ./
+RUN /opt/venv/bin/python -m pip install --require-hashes -r requirements.lock
 
 # The code: build the project's wheel (migrations included, as app/_migrations) and install
 # it alone; its dependencies are already there.
@@ -37,6 +38,7 @@ ENV PATH="/opt/venv/bin:$PATH" \
     HOST=0.0.0.0 \
     PORT=8000 \
     INTERNAL_HOST=0.0.0.0 \
+    INTERNAL_PORT=8001 \
     LOG_FORMAT=json
 
 # A user without a login or a home of its own; /app/var is where the SQLite default lives.
@@ -51,8 +53,9 @@ COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 # Numeric, so that a runtime (e.g. Kubernetes runAsNonRoot) can tell it is not root.
 USER 10001:10001
-# 8000: the webhook and health checks. 8001: the status API, /metrics and /docs, when
-# INTERNAL_PORT=8001 splits them off (compose.yaml does; keep that port internal).
+# 8000: the webhook and health checks, the only port to publish. 8001: the status API,
+# /metrics and /docs (INTERNAL_PORT, set above so that the image is split by default;
+# keep that port internal).
 EXPOSE 8000 8001
 
 # `codat-webhooks` is PID 1 (exec form): SIGTERM reaches it directly. `serve` then stops

@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install run test test-any-hour tools lint typecheck reliability bench-receive bench-process bench-status-api bench-cost postgres clean
+.PHONY: install lock run test test-any-hour tools lint typecheck reliability bench-receive bench-process bench-status-api bench-cost postgres clean
 
 # Quiet pip, so one line says what the half minute is for.
 $(VENV)/.installed: pyproject.toml
@@ -15,6 +15,14 @@ $(VENV)/.installed: pyproject.toml
 	@echo "Installed."
 
 install: $(VENV)/.installed
+
+# requirements.lock: every runtime dependency pinned with its hashes, for the image (the
+# Dockerfile installs from it). Run after changing [project].dependencies; needs PyPI.
+lock: install
+	@$(BIN)/pip install --quiet --disable-pip-version-check 'uv>=0.5,<1'
+	$(BIN)/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock" \
+		--quiet -o requirements.lock
 
 # The service on SQLite; development settings and a local Codat sandbox where none are
 # given (scripts/run-dev.sh says which). Anything set in the environment wins.

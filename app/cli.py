@@ -28,7 +28,13 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# A traceback must never print local variables: they hold DATABASE_URL with its password.
+cli = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help=__doc__,
+    pretty_exceptions_show_locals=False,
+)
 
 
 def run_fast(coroutine: Coroutine[Any, Any, None]) -> None:

@@ -352,3 +352,27 @@ def test_register_webhook_creates_the_consumer_once(
     again = runner.invoke(cli, ["register-webhook", "https://hooks.example.com"])
     assert "already registered" in again.output
     assert len(fake.webhook_consumers) == 1
+
+
+def test_a_crash_prints_no_local_variable_so_no_database_password() -> None:
+    """typer's pretty tracebacks printed every frame's locals (DATABASE_URL among them)
+    when its default was on; the console script turns them off, whatever typer's default."""
+    assert cli.pretty_exceptions_show_locals is False
+    password = "Pa55-for-the-traceback-test"
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        # Nothing listens on port 1: the migration fails with a traceback.
+        "DATABASE_URL": f"postgresql://codat:{password}@127.0.0.1:1/codat",
+        "_TYPER_STANDARD_TRACEBACK": "",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "Traceback" in output, output[-2000:]
+    assert password not in output

@@ -366,9 +366,11 @@ def test_the_dockerfile_builds_one_slim_non_root_image_for_every_command(
     builder, runtime = stages[0], stages[-1]
     for stage in stages:
         assert re.fullmatch(r"python:3\.\d+-slim(-\w+)?", stage.base), stage.base
-    # Dependencies first, in a layer that only pyproject.toml invalidates; then the code.
+    # Dependencies first, from the lock with hashes, in a layer the code does not
+    # invalidate; then the code.
     copies = [shlex.split(i.args) for i in builder.all("COPY")]
-    assert copies[0][:-1] == ["pyproject.toml"], "the first COPY brings only pyproject.toml"
+    assert copies[0][:-1] == ["pyproject.toml", "requirements.lock"], copies[0]
+    assert any("--require-hashes -r requirements.lock" in i.args for i in builder.all("RUN"))
     first_code_copy = builder.instructions.index(builder.all("COPY")[1])
     first_install = next(n for n, i in enumerate(builder.instructions) if "pip install" in i.args)
     assert first_install < first_code_copy, "dependencies are installed before the code"
@@ -383,6 +385,9 @@ def test_the_dockerfile_builds_one_slim_non_root_image_for_every_command(
     assert exec_form(runtime.one("CMD").args) == ["serve"]
     env = runtime.env({"PATH": "/usr/bin"})
     assert env["HOST"] == ANY_INTERFACE
+    # Secure by default: the public port answers the webhook and health checks only.
+    assert env["INTERNAL_PORT"] in runtime.one("EXPOSE").args.split()
+    assert env["INTERNAL_PORT"] != env["PORT"]
     assert env["PORT"] in runtime.one("EXPOSE").args.split()
     assert env["PATH"].startswith("/opt/venv/bin:")
     check = " ".join(healthcheck_command(runtime))
@@ -673,7 +678,7 @@ def built_image(stages: list[Stage], tmp_path_factory: pytest.TempPathFactory) -
             assert result.returncode == 0, f"RUN {instruction.args}\n{result.stderr[-4000:]}"
         else:
             assert instruction.keyword in {"ENV", "ARG", "LABEL"}, instruction
-    assert any("pip install -r" in line for line in run_lines)
+    assert any("-r requirements.lock" in line for line in run_lines)
 
     # The runtime stage: its ENV and WORKDIR; the entry point comes from the venv built.
     image = BuiltImage(
@@ -720,12 +725,13 @@ def test_the_image_commands_migrate_serve_and_answer_health_checks(
 ) -> None:
     image, runtime = built_image, built_image.runtime
     port, internal_port = free_port(), free_port()
+    assert image.env["INTERNAL_PORT"], "the image sets INTERNAL_PORT"
     env = image.env | {
         "DATABASE_URL": image_database_url,
         "CODAT_WEBHOOK_SECRETS": TEST_SECRET,
         "HOST": "127.0.0.1",
         "PORT": str(port),
-        # As compose.yaml runs web: the status API and /metrics on a second listener.
+        # The image splits the listeners by default (its INTERNAL_PORT); here on free ports.
         "INTERNAL_HOST": "127.0.0.1",
         "INTERNAL_PORT": str(internal_port),
     }
@@ -767,7 +773,8 @@ def test_the_image_commands_migrate_serve_and_answer_health_checks(
             assert statuses == (200, 200), f"healthz, readyz: {statuses}\n{output[-4000:]}"
             internal = f"http://127.0.0.1:{internal_port}"
             assert get_status(f"{internal}/metrics") == 200
-            assert get_status(f"{base}/metrics") == 404, "the public listener has no /metrics"
+            for path in ("/metrics", "/docs", "/openapi.json", "/api/v1/events"):
+                assert get_status(f"{base}{path}") == 404, f"the public listener has no {path}"
             check = subprocess.run(
                 healthcheck_command(runtime), env=env, capture_output=True, timeout=30
             )

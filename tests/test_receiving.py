@@ -375,3 +375,35 @@ async def test_a_delivery_id_that_could_never_be_stored_gets_a_clear_400(
     assert response.status_code == 400
     assert "delivery id" in response.json()["error"]
     assert await count_rows(engine) == 0
+
+
+async def test_a_forged_svix_id_beside_captured_webhook_headers_stores_nothing_new(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """svix 1.x read `webhook-*` first while the id was taken from `svix-id`: one captured
+    delivery with five forged ids was stored five times. svix is now given one map built by
+    the delivery id's rule, so the id it checks is the id stored."""
+    body = json.dumps(sample("read.completed")).encode()
+    captured = sign(body, msg_id="msg_captured")
+    assert (await client.post(URL, content=body, headers=captured)).status_code == 200
+    for n in range(5):
+        forged = {**captured, "svix-id": f"msg_forged_{n}"}
+        assert (await client.post(URL, content=body, headers=forged)).status_code == 401
+    assert [e.delivery_id for e in await stored_events(engine)] == ["msg_captured"]
+
+
+async def test_an_empty_svix_header_falls_back_as_the_delivery_id_does(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """An empty `svix-*` header is absent for both the id and the signature check: svix's
+    own fallback took the empty value and refused a genuine `webhook-*` delivery."""
+    body = json.dumps(sample("read.completed")).encode()
+    headers = {
+        **sign(body, msg_id="msg_webhook_style"),
+        "svix-id": "",
+        "svix-timestamp": "",
+        "svix-signature": "",
+    }
+    response = await client.post(URL, content=body, headers=headers)
+    assert (response.status_code, response.json()) == (200, {"status": "stored"})
+    assert [e.delivery_id for e in await stored_events(engine)] == ["msg_webhook_style"]

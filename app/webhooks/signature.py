@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import binascii
 from collections.abc import Mapping, Sequence
-from typing import cast
 
 from svix.webhooks import Webhook, WebhookVerificationError
 
@@ -34,10 +33,11 @@ class SignatureVerifier:
         getlist = getattr(headers, "getlist", None)
         if getlist is not None and any(len(getlist(name)) > 1 for name in SIGNATURE_HEADERS):
             raise InvalidSignature("repeated signature header")
+        signed = signed_headers(headers)
         reason = "no secret matched"
         for webhook in self._webhooks:
             try:
-                webhook.verify(body, cast(dict[str, str], headers))
+                webhook.verify(body, signed)
                 return
             except WebhookVerificationError as exc:
                 reason = str(exc)
@@ -47,6 +47,18 @@ class SignatureVerifier:
         raise InvalidSignature(reason)
 
 
+def _header(headers: Mapping[str, str], part: str) -> str:
+    """`svix-<part>`, else `webhook-<part>`: an empty one counts as absent."""
+    return headers.get(f"svix-{part}") or headers.get(f"webhook-{part}") or ""
+
+
+def signed_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The one header map svix is given, built by the rule `delivery_id` follows, so the id
+    a signature covers is always the id the delivery is stored under, whatever svix's own
+    fallback between the two spellings (svix 1.x and 2.x differ)."""
+    return {f"webhook-{part}": _header(headers, part) for part in ("id", "timestamp", "signature")}
+
+
 def delivery_id(headers: Mapping[str, str]) -> str:
-    """The id that stays the same across Svix retries; same header precedence as svix."""
-    return headers.get("svix-id") or headers.get("webhook-id") or ""
+    """The id that stays the same across Svix retries; the id the signature covers."""
+    return _header(headers, "id")
