@@ -124,17 +124,31 @@ def worker() -> None:
     run_fast(run_worker(settings))
 
 
-async def run_worker(settings: Settings) -> None:
+@cli.command()
+def notifier() -> None:
+    """Only send changes to NOTIFY_ENDPOINTS (with NOTIFY_IN_WORKER=false on the workers)."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if not settings.notify_endpoints:
+        typer.echo("error: no endpoints to notify (set NOTIFY_ENDPOINTS)", err=True)
+        raise typer.Exit(2)
+    start_tracing()
+    run_fast(run_worker(settings, notifier_only=True))
+
+
+async def run_worker(settings: Settings, *, notifier_only: bool = False) -> None:
+    """A worker (or a notifier) until SIGTERM or SIGINT, then its graceful stop."""
     from app.db import create_engine, worker_pool_size
     from app.processing.context import build_context
-    from app.processing.worker import Worker
+    from app.processing.deliveries import run_notifier
+    from app.processing.worker import Worker, new_worker_id
 
     if settings.worker_metrics_port is not None:
         from prometheus_client import start_http_server
 
         start_http_server(settings.worker_metrics_port, addr=settings.internal_host)
     engine = create_engine(settings.database_url, pool_size=worker_pool_size(settings))
-    worker = Worker(build_context(settings, engine))
+    ctx = build_context(settings, engine)
     # What start-up allocated lives as long as the process: keep the collector off it.
     gc.freeze()
     stop = asyncio.Event()
@@ -142,9 +156,12 @@ async def run_worker(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        await worker.run(stop)
+        if notifier_only:
+            await run_notifier(ctx, new_worker_id(), stop)
+        else:
+            await Worker(ctx).run(stop)
     finally:
-        await worker.ctx.codat.aclose()
+        await ctx.codat.aclose()
         await engine.dispose()
 
 

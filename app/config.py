@@ -105,6 +105,12 @@ class Settings(DatabaseSettings):
     notify_retry_base_seconds: float = Field(default=5.0, ge=0)
     notify_retry_max_seconds: float = Field(default=3600.0, ge=0)
     notify_concurrency: int = Field(default=8, ge=1, le=256)
+    # Workers send deliveries beside their events unless this is off; then run
+    # `codat-webhooks notifier` processes, so that sending never takes a worker's CPU.
+    notify_in_worker: bool = True
+    # After a wake-up, wait this long so that the changes of several events are claimed,
+    # sent and settled together (two transactions a batch, not two a change).
+    notify_batch_wait_seconds: float = Field(default=0.05, ge=0, le=5)
 
     embedded_worker: bool = True
     # A worker on its own serves its Prometheus counters here (on INTERNAL_HOST) when set.

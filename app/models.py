@@ -282,6 +282,9 @@ class Change(Base):
     company_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime]
     data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # The span that made the change (W3C), when tracing is on: its notifications continue
+    # that trace, so one trace runs from the webhook to the platform's endpoint.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
 
     __table_args__ = (
         Index("ix_changes_tx_seq", "tx", "seq"),

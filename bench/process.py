@@ -31,6 +31,9 @@ no other call. Otherwise exit 1.
 `--notify all` subscribes one internal endpoint (`POST /_bench/notify` on the fake's
 process, answering 204 at once) to every change type: each event then records a
 `bill_write.failed` change and a delivery, which the workers send beside the events.
+`--notify notifier` subscribes the same endpoint but leaves sending to one
+`codat-webhooks notifier` process (NOTIFY_IN_WORKER=false on the workers); its CPU is
+printed apart from the workers'.
 The run waits for every delivery to settle too, checks that every change reached the
 endpoint, and reports change->delivered (the endpoint's arrival time minus the change's
 `created_at`) for the latency phase's changes. Modes run side by side for each delay
@@ -106,6 +109,7 @@ def machine_ticks() -> tuple[int, int]:
 class CpuSnapshot:
     at: float
     workers: float
+    notifiers: float
     fake: float
     driver: float
     postgres: dict[int, float]
@@ -118,6 +122,7 @@ class PhaseCpu:
 
     seconds: float = 0.0
     workers: float = 0.0
+    notifiers: float = 0.0
     fake: float = 0.0
     driver: float = 0.0
     postgres: float = 0.0
@@ -125,8 +130,11 @@ class PhaseCpu:
 
 
 class CpuMeter:
-    def __init__(self, worker_pids: list[int], fake_pid: int) -> None:
+    def __init__(
+        self, worker_pids: list[int], fake_pid: int, notifier_pids: list[int] | None = None
+    ) -> None:
         self.worker_pids = worker_pids
+        self.notifier_pids = notifier_pids or []
         self.fake_pid = fake_pid
 
     async def snapshot(self, connection: asyncpg.Connection) -> CpuSnapshot:
@@ -139,6 +147,7 @@ class CpuMeter:
         return CpuSnapshot(
             at=time.monotonic(),
             workers=sum(cpu_seconds(pid) for pid in self.worker_pids),
+            notifiers=sum(cpu_seconds(pid) for pid in self.notifier_pids),
             fake=cpu_seconds(self.fake_pid),
             driver=time.process_time(),
             postgres={row["pid"]: cpu_seconds(row["pid"]) for row in rows},
@@ -152,6 +161,7 @@ class CpuMeter:
         return PhaseCpu(
             seconds=end.at - start.at,
             workers=end.workers - start.workers,
+            notifiers=end.notifiers - start.notifiers,
             fake=end.fake - start.fake,
             driver=end.driver - start.driver,
             postgres=sum(cpu - start.postgres.get(pid, 0.0) for pid, cpu in end.postgres.items()),
@@ -260,9 +270,11 @@ def fetch_calls(fake: FakeServer) -> tuple[CallTimes, dict[str, int], dict[str, 
 def worker_env(
     database_url: str, codat_url: str, args: argparse.Namespace, notify: str
 ) -> dict[str, str]:
-    endpoints = [{"url": codat_url + NOTIFY_PATH, "secret": SECRET}] if notify == "all" else []
+    subscribed = notify in ("all", "notifier")
+    endpoints = [{"url": codat_url + NOTIFY_PATH, "secret": SECRET}] if subscribed else []
     return {
         "NOTIFY_ENDPOINTS": json.dumps(endpoints),
+        "NOTIFY_IN_WORKER": "false" if notify == "notifier" else "true",
         **os.environ,
         "DATABASE_URL": database_url,
         "CODAT_WEBHOOK_SECRETS": SECRET,
@@ -277,14 +289,16 @@ def worker_env(
 
 @contextlib.contextmanager
 def worker_processes(
-    count: int, env: dict[str, str], log: Path
+    count: int, env: dict[str, str], log: Path, *, notifiers: int = 0
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """`codat-webhooks worker` x count; stopped with SIGTERM (their graceful drain)."""
-    command = [str(Path(sys.executable).parent / "codat-webhooks"), "worker"]
+    """`codat-webhooks worker` x count, then `notifier` x notifiers; stopped with SIGTERM
+    (their graceful drain)."""
+    program = str(Path(sys.executable).parent / "codat-webhooks")
+    commands = [[program, "worker"]] * count + [[program, "notifier"]] * notifiers
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with log.open("ab") as out:
-            for _ in range(count):
+            for command in commands:
                 processes.append(
                     subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
                 )
@@ -674,8 +688,10 @@ def run_scenario(
         with fake_codat(delay, args.companies, operations, workdir / f"{slug}.fake.log") as fake:
             env = worker_env(database.url, fake.url, args, notify)
             log = workdir / f"{slug}.workers.log"
-            with worker_processes(workers, env, log) as processes:
-                meter = CpuMeter([p.pid for p in processes], fake.pid)
+            notifiers = 1 if notify == "notifier" else 0
+            with worker_processes(workers, env, log, notifiers=notifiers) as processes:
+                pids = [p.pid for p in processes]
+                meter = CpuMeter(pids[:workers], fake.pid, pids[workers:])
                 asyncio.run(drive(scenario, database.url, events, meter, processes, args))
             # The workers are stopped: nothing can change any more.
             calls, other, notified = fetch_calls(fake)
@@ -717,7 +733,9 @@ def describe(s: Scenario) -> str:
         f"latency at {s.latency_rate:,.0f}/s x {s.latency_events}: p50 {s.p50_ms:.0f} ms, "
         f"p99 {s.p99_ms:.0f} ms (p50 ack->call {s.before_call_ms:.1f}, call {s.call_ms:.1f}, "
         f"call->processed {s.after_call_ms:.1f} ms); CPU ms/event: workers "
-        f"{cpu.workers / n * 1000:.2f}, postgres {cpu.postgres / n * 1000:.2f}, "
+        f"{cpu.workers / n * 1000:.2f}, "
+        f"{f'notifier {cpu.notifiers / n * 1000:.2f}, ' if s.notify == 'notifier' else ''}"
+        f"postgres {cpu.postgres / n * 1000:.2f}, "
         f"fake {cpu.fake / n * 1000:.2f}, driver {cpu.driver / n * 1000:.2f}; {notified}"
         f"machine busy {cpu.machine_busy:.0%} ({s.seconds:.0f} s)"
     )
@@ -731,7 +749,7 @@ def print_table(scenarios: list[Scenario], args: argparse.Namespace) -> None:
         f"phase, latency at {args.latency_load:g} x that throughput, {args.companies} companies"
     )
     header = (
-        f"{'delay':>6} {'workers':>7} {'notify':>6} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'delay':>6} {'workers':>7} {'notify':>8} {'events/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'bound/s':>8} {'ratio':>6} {'worker CPU ms/ev':>16} {'busy':>5} {'notify p99':>10}"
     )
     print(header)
@@ -740,7 +758,7 @@ def print_table(scenarios: list[Scenario], args: argparse.Namespace) -> None:
         bound = f"{s.bound:>8,.0f}" if s.bound else f"{'-':>8}"
         ratio = f"{s.ratio:>6.2f}" if s.ratio is not None else f"{'-':>6}"
         print(
-            f"{s.delay:>5g}s {s.workers:>7} {s.notify:>6} {s.events_per_s:>9,.0f} "
+            f"{s.delay:>5g}s {s.workers:>7} {s.notify:>8} {s.events_per_s:>9,.0f} "
             f"{s.p50_ms:>7.0f} {s.p99_ms:>7.0f} {bound} {ratio} "
             f"{s.cpu.workers / max(1, s.events) * 1000:>16.2f} {s.cpu.machine_busy:>5.0%} "
             f"{s.notify_p99_ms:>10.0f}"
@@ -756,24 +774,27 @@ def print_table(scenarios: list[Scenario], args: argparse.Namespace) -> None:
 
 
 def print_notify_summary(scenarios: list[Scenario]) -> None:
-    """Events/s with one endpoint subscribed to everything over events/s with none."""
+    """Events/s with one endpoint subscribed to everything over events/s with none, for
+    each way of sending (in the workers, or a notifier process)."""
     pairs = sorted({(s.delay, s.workers) for s in scenarios})
     for delay, workers in pairs:
         runs = [s for s in scenarios if (s.delay, s.workers) == (delay, workers)]
-        with_endpoint = [s for s in runs if s.notify == "all"]
         without = [s for s in runs if s.notify == "none"]
-        if not with_endpoint or not without:
-            continue
-        rate_with = sum(s.events_per_s for s in with_endpoint) / len(with_endpoint)
-        rate_without = sum(s.events_per_s for s in without) / len(without)
-        p99 = max(s.notify_p99_ms for s in with_endpoint)
-        ratio = rate_with / rate_without
-        print(
-            f"delay {delay:g} s, {workers} worker(s): {rate_with:,.0f} events/s with an "
-            f"endpoint vs {rate_without:,.0f} without = {ratio:.2f} "
-            f"({'meets' if ratio >= 0.9 else 'BELOW'} the 0.9 target); change->delivered "
-            f"p99 {p99:.0f} ms ({'meets' if p99 < 1000 else 'ABOVE'} the 1 s target)"
-        )
+        for mode in ("all", "notifier"):
+            with_endpoint = [s for s in runs if s.notify == mode]
+            if not with_endpoint or not without:
+                continue
+            rate_with = sum(s.events_per_s for s in with_endpoint) / len(with_endpoint)
+            rate_without = sum(s.events_per_s for s in without) / len(without)
+            p99 = max(s.notify_p99_ms for s in with_endpoint)
+            ratio = rate_with / rate_without
+            who = "the workers" if mode == "all" else "a notifier process"
+            print(
+                f"delay {delay:g} s, {workers} worker(s), sent by {who}: {rate_with:,.0f} "
+                f"events/s with an endpoint vs {rate_without:,.0f} without = {ratio:.2f} "
+                f"({'meets' if ratio >= 0.9 else 'BELOW'} the 0.9 target); change->delivered "
+                f"p99 {p99:.0f} ms ({'meets' if p99 < 1000 else 'ABOVE'} the 1 s target)"
+            )
 
 
 def parse_list(text: str, kind: Callable[[str], Any]) -> list[Any]:
@@ -789,7 +810,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--delays", default="0,0.1", help="fake Codat seconds per answer")
     parser.add_argument("--workers", default="1,2", help="worker process counts")
     parser.add_argument(
-        "--notify", default="none", help="none, all (one endpoint for every change), as a list"
+        "--notify",
+        default="none",
+        help="none, all (one endpoint for every change, sent by the workers), notifier "
+        "(the same, sent by a notifier process), as a list",
     )
     parser.add_argument("--concurrency", type=int, default=16, help="WORKER_CONCURRENCY")
     parser.add_argument("--poll-interval", type=float, default=0.5, help="WORKER_POLL_INTERVAL")
@@ -813,8 +837,8 @@ def benchmark(args: argparse.Namespace) -> int:
         for delay in delays:
             for workers in counts:
                 for notify in parse_list(args.notify, str):
-                    if notify not in ("none", "all"):
-                        raise BenchFailure(f"--notify takes none and all, not {notify!r}")
+                    if notify not in ("none", "all", "notifier"):
+                        raise BenchFailure(f"--notify takes none, all and notifier, not {notify!r}")
                     scenario = run_scenario(delay, workers, notify, args, Path(tmp))
                     scenarios.append(scenario)
                     print(describe(scenario), flush=True)

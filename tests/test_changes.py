@@ -24,7 +24,7 @@ from app.db import create_engine, session_factory
 from app.main import create_app
 from app.models import Change, Delivery, WebhookEvent
 from app.processing.context import Context
-from app.processing.deliveries import Notifier
+from app.processing.deliveries import Notifier, run_notifier
 from app.processing.freshness import request_reconcile
 from app.processing.worker import Worker
 from app.sandbox.fake_codat import FakeCodat, make_bill, serve_in_thread
@@ -498,6 +498,49 @@ async def test_a_filtered_endpoint_gets_only_its_types(
     ]
     assert [m["type"] for m in only_writes.received.values()] == ["bill_write.failed"]
     assert everything.rejected == only_writes.rejected == 0
+
+
+async def test_a_dedicated_notifier_sends_what_workers_leave_to_it(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    fake_codat: FakeCodat,
+    make_ctx: Callable[..., Context],
+    clock: Clock,
+    consumer: tuple[Consumer, str],
+) -> None:
+    """NOTIFY_IN_WORKER=false: the worker processes events and sends nothing; a
+    `codat-webhooks notifier` (run_notifier) wakes on the committed changes and sends them."""
+    endpoint, url = consumer
+    ctx = make_ctx(
+        notify_endpoints=[{"url": url, "secret": NOTIFY_SECRET}],
+        notify_in_worker=False,
+        worker_poll_interval=0.05,
+    )
+    fake_codat.now = clock
+    seed_company(fake_codat, bills=3)
+    worker = Worker(ctx)
+    assert worker.notifier is None
+    await deliver(client, read_event("read.completed", [("bills", "Complete", True)]))
+    await process(client, ctx, write_event("bills.write.successful"))
+    await worker.run_until_idle()
+    made = {change.id for change in await changes(engine)}
+    assert len(made) >= 2 and endpoint.received == {}, "the worker sent nothing"
+
+    stop = asyncio.Event()
+    notifier = asyncio.create_task(run_notifier(ctx, "test-notifier", stop))
+    try:
+        for _ in range(200):
+            if set(endpoint.received) == made:
+                break
+            await asyncio.sleep(0.05)
+        assert set(endpoint.received) == made
+    finally:
+        stop.set()
+        await asyncio.wait_for(notifier, 10)
+    async with engine.connect() as connection:
+        statuses = (await connection.execute(select(Delivery.status))).scalars().all()
+    assert set(statuses) == {"delivered"} and len(statuses) == len(made)
+    assert sum(endpoint.requests.values()) == len(made), "each sent once"
 
 
 async def test_an_endpoint_down_past_the_span_makes_deliveries_dead_and_replayable(

@@ -376,3 +376,12 @@ def test_a_crash_prints_no_local_variable_so_no_database_password() -> None:
     output = result.stdout + result.stderr
     assert "Traceback" in output, output[-2000:]
     assert password not in output
+
+
+def test_the_notifier_refuses_to_start_with_no_endpoint(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOTIFY_ENDPOINTS", raising=False)
+    result = runner.invoke(cli, ["notifier"])
+    assert result.exit_code == 2
+    assert "NOTIFY_ENDPOINTS" in result.output

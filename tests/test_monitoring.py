@@ -39,6 +39,7 @@ ALERTED_METRICS = {
     "codat_last_webhook_received_timestamp_seconds",
     "codat_active_companies",
     "codat_data_types_overdue",
+    "codat_notifications_oldest_undelivered_age_seconds",
 }
 DASHBOARD_METRICS = {
     "codat_queue_depth",  # queue

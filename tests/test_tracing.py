@@ -29,10 +29,12 @@ from app.db import create_engine, session_factory
 from app.logs import configure_logging
 from app.main import create_app
 from app.models import Job
+from app.processing.deliveries import Notifier
 from app.processing.queue import enqueue_job
 from app.processing.worker import Worker
-from app.sandbox.fake_codat import FakeCodat
+from app.sandbox.fake_codat import FakeCodat, serve_in_thread
 from tests.conftest import API_KEY, Clock, make_context, running
+from tests.support.consumer import NOTIFY_SECRET, Consumer
 from tests.support.flow import COMPANY, deliver, events, one, read_event, seed_company
 from tests.support.signing import TEST_SECRET
 
@@ -138,6 +140,55 @@ async def test_one_read_completed_is_one_trace_from_the_request_to_its_pulls(
     # The worker's polling made no trace of its own.
     roots = {s.context.trace_id for s in finished if s.parent is None}
     assert roots == {trace_id}, [s.name for s in finished if s.parent is None]
+
+
+async def test_a_notification_continues_the_trace_of_the_event_that_made_its_change(
+    spans: InMemorySpanExporter,
+    traced_engine: AsyncEngine,
+    settings: Settings,
+    fake_codat_server: tuple[FakeCodat, str],
+    fake_codat: FakeCodat,
+    clock: Clock,
+) -> None:
+    seed_company(fake_codat, bills=3)
+    consumer = Consumer()
+    with serve_in_thread(consumer.app, "consumer") as url:
+        ctx = make_context(
+            traced_engine,
+            fake_codat_server[1],
+            clock,
+            notify_endpoints=[{"url": f"{url}/hook", "secret": NOTIFY_SECRET}],
+        )
+        notifier = Notifier(ctx, "test-notifier")
+        try:
+            async with running(create_app(settings, engine=traced_engine)) as client:
+                await deliver(client, read_event("read.completed", [("bills", "Complete", True)]))
+            await Worker(ctx).run_until_idle()
+            await notifier.run_until_idle()
+        finally:
+            await notifier.aclose()
+            await ctx.codat.aclose()
+
+    finished = spans.get_finished_spans()
+    [receive] = [s for s in finished if s.name == "POST /webhooks/codat"]
+    trace_id = receive.context.trace_id
+    in_trace = {s.context.span_id: s for s in finished if s.context.trace_id == trace_id}
+    [process] = [s for s in in_trace.values() if s.name == "process read.completed"]
+    # The pull's data.changed (and the company's readiness) were each sent in the trace.
+    notified = [s for s in in_trace.values() if s.name == "notify change"]
+    assert {s.attributes and s.attributes["codat.change_type"] for s in notified} >= {
+        "data.changed"
+    }
+    assert len(notified) == len(consumer.received) >= 1
+    for span in notified:
+        assert process in ancestors(span, in_trace)
+        assert span.attributes is not None and span.attributes["http.status_code"] == 204
+    # The endpoint got the trace context too: its own spans can join the trace.
+    for change_id, header in consumer.traceparents.items():
+        assert header is not None and header.startswith(f"00-{trace_id:032x}-"), change_id
+    # The endpoint's secret is in no span.
+    everything = json.dumps([json.loads(s.to_json()) for s in finished])
+    assert NOTIFY_SECRET.removeprefix("whsec_") not in everything
 
 
 async def test_a_job_runs_in_the_trace_of_whoever_asked_for_that_run(

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from app import tracing
 from app.config import NotifyEndpoint
 from app.db import Executor
 from app.models import Change, Delivery, DeliveryStatus
@@ -99,6 +100,7 @@ async def record_change(
                 company_id=company_id,
                 created_at=now,
                 data=body,
+                traceparent=tracing.traceparent(),
             )
             .returning(Change.seq)
         )

@@ -8,11 +8,17 @@ one transaction: delivered on a 2xx, else retried with backoff until
 loop with its own slots (`NOTIFY_CONCURRENCY`), so an endpoint that is down only ever
 delays its own deliveries. A worker killed mid-delivery leaves the row leased: it is
 sent again when the lease runs out (at least once; consumers dedupe on `webhook-id`).
+
+Where sending should not take the workers' CPU, `NOTIFY_IN_WORKER=false` leaves it to
+`codat-webhooks notifier` processes (`run_notifier`), woken by the NOTIFY that every
+committed change sends on PostgreSQL. Each POST continues the trace of the work that
+made its change (`changes.traceparent`), so the endpoint receives a `traceparent` too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -24,11 +30,14 @@ import httpx
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from app import tracing
+from app.changes.feed import CHANNEL as CHANGES_CHANNEL
 from app.changes.signing import notification_body, signed_headers
 from app.config import NotifyEndpoint
 from app.metrics import NOTIFICATIONS
 from app.models import Change, Delivery, DeliveryStatus, utcnow
 from app.processing.context import Context
+from app.processing.notify import listen_for_work
 from app.processing.queue import PENDING, PROCESSING, backoff_delay, claim_due
 
 log = logging.getLogger(__name__)
@@ -65,6 +74,7 @@ class Notifier:
             seconds=settings.notify_timeout_seconds + settings.worker_lease_seconds
         )
         self._poll = settings.worker_poll_interval
+        self._gather = settings.notify_batch_wait_seconds
         self._wake = asyncio.Event()
         self._http = httpx.AsyncClient(
             timeout=settings.notify_timeout_seconds,
@@ -87,16 +97,22 @@ class Notifier:
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("could not deliver changes", extra={"error": type(exc).__name__})
                 sent = 0
-            if sent < self.batch:
-                waiters = {
-                    asyncio.ensure_future(stop.wait()),
-                    asyncio.ensure_future(self._wake.wait()),
-                }
-                _, pending = await asyncio.wait(
-                    waiters, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED
-                )
-                for waiter in pending:
-                    waiter.cancel()
+            if sent < self.batch and await self._wait(stop) and self._gather:
+                # Woken by one change: let the next few join it in one claim and settle.
+                await asyncio.sleep(self._gather)
+
+    async def _wait(self, stop: asyncio.Event) -> bool:
+        """Until woken, stopped or the poll interval is up; whether we were woken."""
+        waiters = {
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._wake.wait()),
+        }
+        _, pending = await asyncio.wait(
+            waiters, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in pending:
+            waiter.cancel()
+        return self._wake.is_set() and not stop.is_set()
 
     async def run_until_idle(self) -> None:
         """Deliver until nothing is due (tests and one-shot commands)."""
@@ -138,7 +154,18 @@ class Notifier:
             why = "endpoint no longer configured" if endpoint is None else "change pruned"
             return Attempt(delivery, False, None, why)
         async with self._slots:
-            return Attempt(delivery, *await post_change(self._http, endpoint, change))
+            if not tracing.enabled():
+                return Attempt(delivery, *await post_change(self._http, endpoint, change))
+            attributes = {
+                "codat.change_type": change.change_type,
+                "codat.company_id": change.company_id,
+                "notify.endpoint": endpoint_label(endpoint.url),
+                "notify.attempt": delivery.attempts,
+            }
+            with tracing.continue_trace(change.traceparent, "notify change", attributes):
+                attempt = Attempt(delivery, *await post_change(self._http, endpoint, change))
+                tracing.annotate({"http.status_code": attempt.status_code}, failed=not attempt.ok)
+                return attempt
 
     async def _settle(self, attempts: list[Attempt]) -> None:
         now = self.ctx.clock()
@@ -218,3 +245,21 @@ async def post_change(
         return False, None, error
     ok = 200 <= response.status_code < 300
     return ok, response.status_code, None if ok else f"HTTP {response.status_code}"
+
+
+@tracing.untraced_coroutine
+async def run_notifier(ctx: Context, worker_id: str, stop: asyncio.Event) -> None:
+    """`codat-webhooks notifier`: only deliveries, woken by each committed change
+    (PostgreSQL's NOTIFY; the poll interval on SQLite)."""
+    notifier = Notifier(ctx, worker_id)
+    listener = asyncio.create_task(listen_for_work(ctx.engine, notifier.wake, CHANGES_CHANNEL))
+    endpoints = [endpoint_label(url) for url in notifier.endpoints]
+    log.info("notifier started", extra={"worker_id": worker_id, "endpoints": endpoints})
+    try:
+        await notifier.run(stop)
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        await notifier.aclose()
+        log.info("notifier stopped", extra={"worker_id": worker_id})

@@ -93,8 +93,10 @@ class Worker:
         self._poll = timedelta(seconds=settings.worker_poll_interval)
         self._claim_batch = max(1, self.concurrency // 4)
         self._pause_read_at: datetime | None = None
-        # Sends changes to NOTIFY_ENDPOINTS, beside the events, with slots of its own.
-        self.notifier = Notifier(ctx, self.worker_id) if settings.notify_endpoints else None
+        # Sends changes to NOTIFY_ENDPOINTS, beside the events, with slots of its own
+        # (unless `codat-webhooks notifier` processes do it: NOTIFY_IN_WORKER=false).
+        sends = settings.notify_endpoints and settings.notify_in_worker
+        self.notifier = Notifier(ctx, self.worker_id) if sends else None
 
     def wake(self) -> None:
         """Something was stored: look for work now rather than at the next poll."""

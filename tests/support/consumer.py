@@ -27,6 +27,8 @@ class Consumer:
         self._lock = threading.Lock()
         self.received: dict[str, dict[str, Any]] = {}
         self.requests: Counter[str] = Counter()
+        # The W3C trace context each change arrived with (None without tracing).
+        self.traceparents: dict[str, str | None] = {}
         self.rejected = 0
         # Faults: answer 500 to this many requests; hold requests while `hold` is set.
         self.fail_next = 0
@@ -52,4 +54,5 @@ class Consumer:
             return Response(status_code=500)
         with self._lock:
             self.received.setdefault(request.headers["webhook-id"], json.loads(body))
+            self.traceparents[request.headers["webhook-id"]] = request.headers.get("traceparent")
         return Response(status_code=204)
