@@ -70,6 +70,8 @@ class Settings(DatabaseSettings):
     internal_host: str = "127.0.0.1"
     internal_port: int | None = Field(default=None, ge=0, le=65535)
     status_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # How long a dashboard sign-in (with one of the status API tokens) lasts.
+    dashboard_session_minutes: int = Field(default=480, ge=1, le=7 * 24 * 60)
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 

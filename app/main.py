@@ -27,6 +27,7 @@ from app.api.guard import ApiGuard
 from app.changes.feed import CHANNEL as CHANGES_CHANNEL
 from app.changes.feed import ChangeSignal
 from app.config import Settings, get_settings
+from app.dashboard.routes import install as install_dashboard
 from app.db import WEB_POOL_SIZE, create_engine, session_factory, worker_pool_size
 from app.processing.context import build_context
 from app.processing.notify import listen_for_work
@@ -201,6 +202,7 @@ def _app(runtime: Runtime, *, public: bool, internal: bool) -> ServiceApp:
         app.include_router(changes.router)
         app.include_router(metrics.router)
         install_docs(app)
+        install_dashboard(app)
     return app
 
 

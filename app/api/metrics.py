@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api.queries import queue_depths
 from app.codat.datatypes import BILL_PAY_DATA_TYPES
 from app.config import Settings
 from app.metrics import (
@@ -23,7 +24,7 @@ from app.metrics import (
     OLDEST_UNDELIVERED_AGE,
     QUEUE_DEPTH,
 )
-from app.models import Company, DataTypeState, Delivery, Job, RateLimitState, WebhookEvent, utcnow
+from app.models import Company, DataTypeState, Delivery, RateLimitState, WebhookEvent, utcnow
 from app.processing.freshness import overdue_bill_pay_types
 
 router = APIRouter(tags=["metrics"])
@@ -32,26 +33,11 @@ router = APIRouter(tags=["metrics"])
 async def refresh_database_gauges(session: AsyncSession, settings: Settings, now: datetime) -> None:
     """What every worker shares, read where it is kept. Of the queues only pending,
     processing and dead rows are counted: the indexed, small part."""
-    for name, model in (("events", WebhookEvent), ("jobs", Job), ("deliveries", Delivery)):
-        counts = dict(
-            (
-                await session.execute(
-                    select(model.status, func.count())
-                    .where(model.status.in_(["pending", "processing", "dead"]))
-                    .group_by(model.status)
-                )
-            ).all()
-        )
-        QUEUE_DEPTH.labels(queue=name, status="pending").set(counts.get("pending", 0))
-        QUEUE_DEPTH.labels(queue=name, status="processing").set(counts.get("processing", 0))
-        DEAD_ITEMS.labels(queue=name).set(counts.get("dead", 0))
-        oldest = await session.scalar(
-            select(func.min(model.next_attempt_at)).where(
-                model.status == "pending", model.next_attempt_at <= now
-            )
-        )
-        age = (now - oldest).total_seconds() if oldest is not None else 0.0
-        OLDEST_DUE_AGE.labels(queue=name).set(max(0.0, age))
+    for depth in await queue_depths(session, now):
+        QUEUE_DEPTH.labels(queue=depth.queue, status="pending").set(depth.pending)
+        QUEUE_DEPTH.labels(queue=depth.queue, status="processing").set(depth.processing)
+        DEAD_ITEMS.labels(queue=depth.queue).set(depth.dead)
+        OLDEST_DUE_AGE.labels(queue=depth.queue).set(depth.oldest_due_seconds)
     undelivered = await session.scalar(
         select(func.min(Delivery.created_at)).where(Delivery.status.in_(["pending", "processing"]))
     )

@@ -4,6 +4,7 @@ tests call them too). They read; what changes state is in app/processing/command
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -31,7 +32,9 @@ from app.models import (
     Base,
     Company,
     DataTypeState,
+    Delivery,
     EventStatus,
+    Job,
     RateLimitState,
     Record,
     WebhookEvent,
@@ -282,3 +285,53 @@ async def get_rate_limit(session: AsyncSession, now: datetime) -> RateLimitStatu
         quota_remaining=state.quota_remaining,
         updated_at=state.updated_at,
     )
+
+
+# -- the queues ------------------------------------------------------------------------------
+
+QUEUES: dict[str, type[WebhookEvent] | type[Job] | type[Delivery]] = {
+    "events": WebhookEvent,
+    "jobs": Job,
+    "deliveries": Delivery,
+}
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    queue: str
+    pending: int
+    processing: int
+    dead: int
+    oldest_due_seconds: float  # how long the oldest due item has waited; 0 when none
+
+
+async def queue_depths(session: AsyncSession, now: datetime) -> list[QueueDepth]:
+    """Each queue's waiting, running and dead items and its oldest due item's age (for
+    /metrics and the dashboard). Only pending, processing and dead rows are counted: the
+    indexed, small part."""
+    found = []
+    for name, model in QUEUES.items():
+        counts = dict(
+            (
+                await session.execute(
+                    select(model.status, func.count())
+                    .where(model.status.in_(["pending", "processing", "dead"]))
+                    .group_by(model.status)
+                )
+            ).all()
+        )
+        oldest = await session.scalar(
+            select(func.min(model.next_attempt_at)).where(
+                model.status == "pending", model.next_attempt_at <= now
+            )
+        )
+        found.append(
+            QueueDepth(
+                queue=name,
+                pending=counts.get("pending", 0),
+                processing=counts.get("processing", 0),
+                dead=counts.get("dead", 0),
+                oldest_due_seconds=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
+            )
+        )
+    return found

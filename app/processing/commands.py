@@ -67,6 +67,7 @@ class EventFilter:
     company_id: str | None = None
     received_after: datetime | None = None
     received_before: datetime | None = None
+    delivery_id: str | None = None
 
     def clauses(self) -> list[ColumnElement[bool]]:
         clauses: list[ColumnElement[bool]] = []
@@ -80,6 +81,8 @@ class EventFilter:
             clauses.append(WebhookEvent.received_at >= as_utc(self.received_after))
         if self.received_before is not None:
             clauses.append(WebhookEvent.received_at < as_utc(self.received_before))
+        if self.delivery_id is not None:
+            clauses.append(WebhookEvent.delivery_id == self.delivery_id)
         return clauses
 
 
