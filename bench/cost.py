@@ -87,9 +87,12 @@ from app.sandbox.fake_codat import (
     make_account,
     make_bank_account,
     make_bill,
+    make_bill_credit_note,
     make_bill_payment,
     make_payment_method,
     make_supplier,
+    make_tax_rate,
+    make_tracking_category,
     run_fake_codat,
 )
 from app.webhooks.envelope import parse_datetime
@@ -102,7 +105,7 @@ SECRET = "whsec_YmVuY2gtY29zdC1zZWNyZXQtbm90LWZvci1wcm9k"
 DAY = timedelta(days=1)
 SHM = Path("/dev/shm")  # noqa: S108 (a private directory is made inside it)
 TMPFS = str(SHM) if SHM.is_dir() else None
-BILL_PAY = BILL_PAY_DATA_TYPES["async"]  # the 7 types a read.completed lists
+BILL_PAY = BILL_PAY_DATA_TYPES["async"]  # the 10 types a read.completed lists
 RecordBuilder = Callable[[str], dict[str, Any]]
 # Records per company of each list type, as a share of --records (the bills); `company`
 # (the profile, /data/info) is one object and never changes here.
@@ -113,6 +116,9 @@ LIST_TYPES: dict[str, tuple[float, RecordBuilder]] = {
     "suppliers": (0.1, make_supplier),
     "paymentMethods": (0.015, make_payment_method),
     "bankAccounts": (0.01, make_bank_account),
+    "billCreditNotes": (0.05, make_bill_credit_note),
+    "taxRates": (0.005, make_tax_rate),
+    "trackingCategories": (0.005, make_tracking_category),
 }
 SEGMENT_TYPES = {**LIST_PATHS, "info": "company"}
 

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.changes.record import record_change
+from app.codat.datatypes import BILL_PAY_DATA_TYPES
 from app.config import NotifyEndpoint
 from app.db import create_engine, session_factory
 from app.main import create_app
@@ -87,8 +88,7 @@ async def test_an_initial_read_announces_the_company_ready_or_incomplete(
     assert failing["suppliers"]["status"] == "Missing"
     assert await changes(engine, "company.ready") == []
 
-    types = ["bankAccounts", "bills", "billPayments", "chartOfAccounts", "company"]
-    types += ["paymentMethods", "suppliers"]
+    types = list(BILL_PAY_DATA_TYPES["async"])
     await deliver(
         client,
         read_event(

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.codat.datatypes import BILL_PAY_DATA_TYPES
 from app.models import Company, DataTypeState, Job, RateLimitState, WriteOutcome
 from app.processing.context import Context
 from app.processing.freshness import SWEEP, SWEEP_KEY
@@ -35,6 +36,7 @@ from tests.support.flow import (
 )
 
 QUEUE = "/data/queue/"
+BILL_PAY_TYPES = len(BILL_PAY_DATA_TYPES["async"])
 
 
 def write_success(i: int = 0, *, data_type: str = "bills") -> dict[str, Any]:
@@ -201,8 +203,8 @@ async def test_reconcile_finds_a_missed_failed_write_and_its_errors(
 async def stale_companies(
     ctx: Context, fake: FakeCodat, clock: Clock, count: int
 ) -> set[tuple[str, str]]:
-    """Companies whose Bill Pay types were last pulled two days ago."""
-    from app.codat.datatypes import BILL_PAY_DATA_TYPES
+    """Companies whose Bill Pay types (of the context's variant) were last pulled two
+    days ago."""
     from app.processing.state import ensure_company
 
     old = clock.now - timedelta(days=2)
@@ -212,7 +214,7 @@ async def stale_companies(
             company_id, connection_id = codat_id("company", i), codat_id("connection", i)
             fake.add_company(company_id, connection_id)
             await ensure_company(session, company_id, old)
-            for data_type in BILL_PAY_DATA_TYPES["async"]:
+            for data_type in BILL_PAY_DATA_TYPES[ctx.settings.bill_pay_variant]:
                 session.add(
                     DataTypeState(
                         company_id=company_id,
@@ -261,7 +263,7 @@ async def test_over_a_simulated_day_the_sweep_stays_within_its_share_and_refresh
     make_ctx: Callable[..., Context],
 ) -> None:
     clock.set_time_of_day(start)
-    ctx = make_ctx(codat_daily_quota=250)
+    ctx = make_ctx(codat_daily_quota=250, bill_pay_variant="sync")  # 7 types a company
     fake_codat.now = clock
     overdue = await stale_companies(ctx, fake_codat, clock, count=5)  # 35 types, share 50
     await simulate_day(ctx, clock)
@@ -280,7 +282,7 @@ async def test_the_sweep_spreads_a_small_budget_over_the_day(
     start: str, fake_codat: FakeCodat, clock: Clock, make_ctx: Callable[..., Context]
 ) -> None:
     clock.set_time_of_day(start)
-    ctx = make_ctx(codat_daily_quota=50)
+    ctx = make_ctx(codat_daily_quota=50, bill_pay_variant="sync")
     fake_codat.now = clock
     await stale_companies(ctx, fake_codat, clock, count=5)  # 35 overdue, a share of 10
     await simulate_day(ctx, clock)
@@ -358,14 +360,16 @@ async def test_refresh_and_reconcile_on_demand_through_the_api(
             {"company_id": COMPANY, "queued": ["bills"]},
         )
         every = await client.post(f"{url}/refresh", headers=auth)
-        assert every.status_code == 202 and len(every.json()["queued"]) == 7
+        assert every.status_code == 202 and len(every.json()["queued"]) == BILL_PAY_TYPES
         bad = await client.post(f"{url}/refresh", json={"dataTypes": ["nope"]}, headers=auth)
         assert bad.status_code == 400
         again = await client.post(f"{url}/reconcile", headers=auth)
         assert (again.status_code, again.json()["queued"]) == (202, ["reconcile"])
         assert (await client.post("/api/v1/companies/x/reconcile", headers=auth)).status_code == 404
         await Worker(ctx).run_until_idle()
-        assert len(queue_calls(fake_codat)) == 7, "no call from the API itself, all by the worker"
+        assert len(queue_calls(fake_codat)) == BILL_PAY_TYPES, (
+            "no call from the API itself, all by the worker"
+        )
         detail = (await client.get(url, headers=auth)).json()
         bills = next(d for d in detail["data_types"] if d["data_type"] == "bills")
         assert bills["last_refresh_requested_at"] is not None

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.codat.datatypes import BILL_PAY_DATA_TYPES
 from app.models import (
     Company,
     DataTypeState,
@@ -67,8 +68,11 @@ async def test_initial_read_records_failures_and_pulls_every_complete_type(
     assert failing == {
         "paymentMethods": "FetchError",
         "bankAccounts": "Missing",
+        "billCreditNotes": "Missing",
         "billPayments": "Missing",
         "chartOfAccounts": "Missing",
+        "taxRates": "Missing",
+        "trackingCategories": "Missing",
     }
     assert company.name == "Toft stores"
     await assert_local_copy_equals_fake(engine, fake_codat, "bills")
@@ -90,15 +94,7 @@ async def test_complete_initial_read(
     client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context, fake_codat: FakeCodat
 ) -> None:
     seed_company(fake_codat, bills=1)
-    types = [
-        "bankAccounts",
-        "bills",
-        "billPayments",
-        "chartOfAccounts",
-        "company",
-        "paymentMethods",
-        "suppliers",
-    ]
+    types = BILL_PAY_DATA_TYPES["async"]
     for data_type in types:
         fake_codat.complete_sync(COMPANY, data_type)
     await deliver(

@@ -331,7 +331,7 @@ async def test_metrics_say_what_is_overdue_and_when_codat_last_delivered(
             ("active-co", "suppliers", None, "Complete", old),  # overdue
             ("active-co", "company", recent, None, None),  # pulled lately
             ("active-co", "chartOfAccounts", old, "Complete", recent),  # read, nothing new
-            ("active-co", "taxRates", old, None, None),  # not Bill Pay (async)
+            ("active-co", "invoices", old, None, None),  # not Bill Pay
             ("gone-co", "bills", old, None, None),  # not an active company
         ]:
             session.add(
@@ -359,10 +359,13 @@ async def test_metrics_say_what_is_overdue_and_when_codat_last_delivered(
     assert overdue == {
         "bankAccounts": 0,
         "bills": 1,
+        "billCreditNotes": 0,
         "billPayments": 0,
         "chartOfAccounts": 0,
         "company": 0,
         "paymentMethods": 0,
+        "taxRates": 0,
+        "trackingCategories": 0,
         "suppliers": 1,
     }
     assert metrics[("codat_active_companies", ())] == 1

@@ -99,6 +99,7 @@ COMPANY_DETAIL = CompanyDetail(
             last_read_status="Complete",
             last_read_at=GENERATED,
             last_read_issues=[],
+            read_unavailable=False,
             last_pulled_at=PROCESSED,
             record_count=128,
             last_refresh_requested_at=None,

@@ -28,6 +28,7 @@ from app.api.schemas import (
     WriteItem,
     WritePage,
 )
+from app.codat.statuses import TERMINAL
 from app.models import (
     Base,
     Company,
@@ -158,6 +159,7 @@ async def get_company(
                 last_read_status=state.last_read_status,
                 last_read_at=state.last_read_at,
                 last_read_issues=state.last_read_issues or [],
+                read_unavailable=state.last_read_status in TERMINAL,
                 last_pulled_at=state.last_pulled_at,
                 record_count=state.record_count,
                 last_refresh_requested_at=state.last_refresh_requested_at,

@@ -93,6 +93,11 @@ class DataTypeFreshness(BaseModel):
     )
     last_read_at: datetime | None = Field(description="When Codat reported that read")
     last_read_issues: list[dict[str, Any]] = Field(description="Codat's issues of that read")
+    read_unavailable: bool = Field(
+        description="That status is one no refresh can fix (`NotSupported`, `AuthError`, "
+        "`PermissionsError`, `PrerequisiteNotMet`): not refreshed until a later read clears it; "
+        "`AuthError` means the connection must be linked again"
+    )
     last_pulled_at: datetime | None = Field(description="When this service last pulled it")
     record_count: int = Field(description="Records in the local copy, deleted ones included")
     last_refresh_requested_at: datetime | None = Field(

@@ -25,6 +25,7 @@ COMPANY_NEEDS_REAUTH = "company.needs_reauth"
 COMPANY_RECONNECTED = "company.reconnected"
 COMPANY_DELETED = "company.deleted"
 DATA_CHANGED = "data.changed"
+DATA_TYPE_UNAVAILABLE = "data_type.unavailable"
 BILL_WRITE_SUCCEEDED = "bill_write.succeeded"
 BILL_WRITE_FAILED = "bill_write.failed"
 WRITE_SUCCEEDED = "write.succeeded"
@@ -40,6 +41,7 @@ CHANGE_TYPES = (
     COMPANY_RECONNECTED,
     COMPANY_DELETED,
     DATA_CHANGED,
+    DATA_TYPE_UNAVAILABLE,
     BILL_WRITE_SUCCEEDED,
     BILL_WRITE_FAILED,
     WRITE_SUCCEEDED,

@@ -9,10 +9,22 @@ from app.codat.ids import id_segment
 
 Variant = Literal["async", "sync"]
 
-# CODAT.md §3.2: the "Fetch on first link" types of Bill Pay (async, the default), and
-# for the sync variant the types its v2 API reads (bills, suppliers, mapping options).
+# Codat's "Get started with Bill Pay" table (CODAT.md §3.2): the types each variant fetches
+# on first link, so the types an initial read must carry complete.
 BILL_PAY_DATA_TYPES: dict[Variant, tuple[str, ...]] = {
     "async": (
+        "bankAccounts",
+        "bills",
+        "billCreditNotes",
+        "billPayments",
+        "chartOfAccounts",
+        "company",
+        "paymentMethods",
+        "suppliers",
+        "taxRates",
+        "trackingCategories",
+    ),
+    "sync": (
         "bankAccounts",
         "bills",
         "billPayments",
@@ -21,7 +33,6 @@ BILL_PAY_DATA_TYPES: dict[Variant, tuple[str, ...]] = {
         "paymentMethods",
         "suppliers",
     ),
-    "sync": ("bankAccounts", "bills", "chartOfAccounts", "company", "suppliers", "taxRates"),
 }
 
 # Cached (v1 / accounting) list paths; the key is Codat's dataType name.
@@ -70,7 +81,17 @@ def write_data_type(name: str) -> str:
 
 
 # What `register-webhook` subscribes to: reads, writes of the types Bill Pay writes, the
-# rate limit, and connection changes (CODAT.md §1).
+# rate limit, and every connection and company lifecycle event (CODAT.md §1).
+LIFECYCLE_EVENT_TYPES = (
+    "connection.created",
+    "connection.connected",
+    "connection.reconnected",
+    "connection.disconnected",
+    "connection.failed",
+    "connection.deleted",
+    "company.created",
+    "company.deleted",
+)
 BILL_PAY_EVENT_TYPES = (
     "read.completed.initial",
     "read.completed",
@@ -81,7 +102,5 @@ BILL_PAY_EVENT_TYPES = (
     ),
     "client.rateLimit.reached",
     "client.rateLimit.reset",
-    "connection.connected",
-    "connection.disconnected",
-    "connection.deleted",
+    *LIFECYCLE_EVENT_TYPES,
 )

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.changes.record import WEBHOOKS_MISSED, write_change_body, write_change_type
 from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES, Variant
 from app.codat.errors import CodatNotReady
+from app.codat.statuses import COMPLETE, TERMINAL
 from app.db import Executor
 from app.metrics import MISSED_WEBHOOKS, REFRESHES
 from app.models import Company, DataTypeState, Job, RateLimitState, WriteOutcome
@@ -316,10 +317,13 @@ async def _spend_sweep_budget(
 
 
 def is_overdue(state: DataTypeState, now: datetime, max_age: timedelta) -> bool:
-    """Neither pulled nor read complete (nothing to pull) within the policy."""
+    """Neither pulled nor read complete (nothing to pull) within the policy, and not
+    stopped by a status no refresh can fix."""
+    if state.last_read_status in TERMINAL:
+        return False
     cutoff = now - max_age
     fresh = [state.last_pulled_at]
-    if state.last_read_status == "Complete":
+    if state.last_read_status == COMPLETE:
         fresh.append(state.last_read_at)
     return not any(moment is not None and moment >= cutoff for moment in fresh)
 
@@ -327,15 +331,17 @@ def is_overdue(state: DataTypeState, now: datetime, max_age: timedelta) -> bool:
 def overdue_bill_pay_types(variant: Variant, cutoff: datetime) -> ColumnElement[bool]:
     """Bill Pay types of active companies neither pulled nor read complete since `cutoff`:
     `is_overdue` in SQL, for the sweep and the `codat_data_types_overdue` gauge (joined
-    with `companies`)."""
+    with `companies`). A type whose last read is terminal is not overdue: a refresh
+    cannot fix it, so the sweep must not spend calls on it."""
     return and_(
         Company.status == "active",
         DataTypeState.data_type.in_(BILL_PAY_DATA_TYPES[variant]),
+        func.coalesce(DataTypeState.last_read_status, "").not_in(TERMINAL),
         or_(DataTypeState.last_pulled_at.is_(None), DataTypeState.last_pulled_at < cutoff),
         # A complete read with nothing modified leaves the copy as fresh as a pull would.
         not_(
             and_(
-                func.coalesce(DataTypeState.last_read_status, "") == "Complete",
+                func.coalesce(DataTypeState.last_read_status, "") == COMPLETE,
                 func.coalesce(DataTypeState.last_read_at, EPOCH) >= cutoff,
             )
         ),

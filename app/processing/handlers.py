@@ -25,6 +25,7 @@ from app.changes.record import (
     COMPANY_NEEDS_REAUTH,
     COMPANY_READY,
     COMPANY_RECONNECTED,
+    DATA_TYPE_UNAVAILABLE,
     RATE_LIMIT_PAUSED,
     RATE_LIMIT_RESUMED,
     write_change_body,
@@ -36,6 +37,7 @@ from app.codat.datatypes import (
     WRITE_EVENT,
     write_data_type,
 )
+from app.codat.statuses import COMPLETE, NEEDS_RELINK, status_kind
 from app.models import DataTypeState, EventStatus, WebhookEvent
 from app.processing.context import Context, InvalidEvent
 from app.processing.freshness import request_write_refresh, retry_failed_read
@@ -55,8 +57,6 @@ from app.processing.state import (
 from app.webhooks.envelope import Envelope, parse_datetime
 
 log = logging.getLogger(__name__)
-
-COMPLETE = "Complete"
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,8 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
                     {"failures": failures} if failures else {},
                 )
         for item in items:
+            if status_kind(item.get("status")) == "terminal":
+                await _announce_unavailable(ctx, session, company_id, item, delivered.generated_at)
             await record_read(
                 session,
                 company_id,
@@ -168,26 +170,42 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
     return Outcome(EventStatus.PROCESSED, write)
 
 
-# Statuses of a read still on its way: wait for it rather than ask again.
-IN_PROGRESS = {
-    "Initial",
-    "Queued",
-    "Fetching",
-    "MapQueued",
-    "Mapping",
-    "ProcessingQueued",
-    "Processing",
-    "ValidationQueued",
-    "Validating",
-}
+async def _announce_unavailable(
+    ctx: Context,
+    session: AsyncSession,
+    company_id: str,
+    item: dict[str, Any],
+    event_at: datetime,
+) -> None:
+    """`data_type.unavailable` when a type's read ends in a status no refresh can fix,
+    once per status (the same status again, or an older read, announces nothing)."""
+    state = await session.get(DataTypeState, (company_id, item["dataType"]))
+    if state is not None and (
+        state.last_read_status == item.get("status")
+        or (state.last_read_at is not None and state.last_read_at > event_at)
+    ):
+        return
+    await ctx.record_change(
+        session,
+        DATA_TYPE_UNAVAILABLE,
+        company_id,
+        {
+            "dataType": item["dataType"],
+            "status": item.get("status"),
+            "issues": item.get("issues") or [],
+            "needsReauth": item.get("status") in NEEDS_RELINK,
+        },
+    )
 
 
 async def _refresh_if_incomplete(
     ctx: Context, session: AsyncSession, company_id: str, item: dict[str, Any], now: datetime
 ) -> None:
-    """A Bill Pay type that failed is refreshed (a few times); one that completed resets."""
-    status = item.get("status")
-    if status == COMPLETE:
+    """A Bill Pay type whose read failed for a reason that may pass is refreshed (a few
+    times); one that completed resets. A terminal status is left alone (a refresh cannot
+    fix it), as is a read still on its way."""
+    kind = status_kind(item.get("status"))
+    if kind == "complete":
         await session.execute(
             update(DataTypeState)
             .where(
@@ -195,7 +213,7 @@ async def _refresh_if_incomplete(
             )
             .values(refresh_retries=0)
         )
-    elif status not in IN_PROGRESS:
+    elif kind == "transient":
         await retry_failed_read(
             ctx, session, company_id, item["dataType"], item.get("connectionId"), now
         )
