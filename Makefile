@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install lock run test test-any-hour tools lint typecheck reliability bench-receive bench-process bench-status-api bench-cost postgres clean
+.PHONY: install lock run screenshots test test-any-hour tools lint typecheck reliability bench-receive bench-process bench-status-api bench-cost postgres clean
 
 # Quiet pip, so one line says what the half minute is for.
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +29,10 @@ lock: install
 run: install
 	@VENV=$(VENV) exec bash scripts/run-dev.sh
 
+# The README's pictures of the dashboard (docs/dashboard-*.png), taken in Chromium.
+screenshots: install tools
+	$(BIN)/python -m tests.support.screenshots --out docs
+
 postgres:
 	@bash scripts/ensure-postgres.sh
 
@@ -46,10 +50,11 @@ test: install postgres tools lint typecheck
 	$(BIN)/pytest
 	bash scripts/test-at-hours.sh
 
-# Every in-process test at 00:05, 02:30 and 23:55 UTC (the freshness tests alone run in `test`).
+# Every in-process test at 00:05, 02:30 and 23:55 UTC (the freshness tests alone run in `test`);
+# the browser is left out (its pages are the HTTP tests' pages, which do run at those hours).
 test-any-hour: install postgres tools
 	bash scripts/test-at-hours.sh tests --ignore=tests/reliability \
-		--ignore=tests/test_worker_processes.py
+		--ignore=tests/test_worker_processes.py --ignore=tests/test_dashboard_browser.py
 
 reliability: install postgres
 	RELIABILITY_FULL=1 $(BIN)/pytest -m reliability
