@@ -13,16 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.paging import decode_cursor, encode_cursor
 from app.codat.datatypes import Variant
+from app.codat.statuses import status_kind
 from app.db import dialect_name
 from app.models import Company, DataTypeState, EventStatus, WebhookEvent
 from app.processing.freshness import is_overdue, overdue_bill_pay_types
-from app.processing.handlers import COMPLETE, IN_PROGRESS, REAUTH_STATUSES
+from app.processing.handlers import REAUTH_STATUSES
 
 HOURS = 24
-# Read statuses no refresh can fix (Codat's enum, issue 15): shown apart from failures.
-TERMINAL_READ_STATUSES = frozenset(
-    {"NotSupported", "AuthError", "PermissionsError", "PrerequisiteNotMet"}
-)
 
 
 # -- events per hour ------------------------------------------------------------------------
@@ -176,15 +173,15 @@ class Grid:
     next_cursor: str | None
 
 
+# What a cell shows for each kind of read status (app/codat/statuses.py).
+KIND_WORDS = {"in_progress": "reading", "terminal": "terminal", "transient": "failed"}
+
+
 def freshness_of(status: str | None, overdue: bool) -> str:
     """fresh, overdue, failed, terminal (no refresh can fix it) or reading, for a read
     status and whether the data is overdue."""
-    if status in TERMINAL_READ_STATUSES:
-        return "terminal"
-    if status in IN_PROGRESS:
-        return "reading"
-    if status not in (None, COMPLETE):
-        return "failed"
+    if status is not None and status_kind(status) in KIND_WORDS:
+        return KIND_WORDS[status_kind(status)]
     return "overdue" if overdue else "fresh"
 
 

@@ -37,11 +37,7 @@ from app.codat.datatypes import (
     WRITE_EVENT,
     write_data_type,
 )
-
-# The dashboard reads these from here; their home is app/codat/statuses.py.
-from app.codat.statuses import COMPLETE as COMPLETE
-from app.codat.statuses import IN_PROGRESS as IN_PROGRESS
-from app.codat.statuses import NEEDS_RELINK, status_kind
+from app.codat.statuses import COMPLETE, NEEDS_RELINK, status_kind
 from app.models import DataTypeState, EventStatus, WebhookEvent
 from app.processing.context import Context, InvalidEvent
 from app.processing.freshness import request_write_refresh, retry_failed_read
