@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-import uvicorn
 from pydantic import ValidationError
 
 from app import tracing
@@ -88,31 +87,12 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default: PORT)")] = None,
 ) -> None:
     """Serve the webhook route and health checks, the status API, and the embedded worker."""
+    from app.server import run_servers
+
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     start_tracing()
     run_fast(run_servers(settings, host or settings.host, settings.port if port is None else port))
-
-
-async def run_servers(settings: Settings, host: str, port: int) -> None:
-    """One listener, or two when INTERNAL_PORT moves the status API off the public one."""
-    from app.main import create_app, create_split_apps
-
-    options = {"log_config": None, "access_log": False, "timeout_graceful_shutdown": 20}
-    if settings.internal_port is None:
-        apps = [(create_app(settings), host, port)]
-    else:
-        public, internal = create_split_apps(settings)
-        apps = [(public, host, port), (internal, settings.internal_host, settings.internal_port)]
-    servers = [
-        uvicorn.Server(uvicorn.Config(app, host=h, port=p, **options))  # type: ignore[arg-type]
-        for app, h, p in apps
-    ]
-    tasks = [asyncio.create_task(server.serve()) for server in servers]
-    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for server in servers:  # one listener stopping (a signal, a failed bind) stops both
-        server.should_exit = True
-    await asyncio.gather(*tasks)
 
 
 @cli.command()

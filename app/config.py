@@ -72,6 +72,14 @@ class Settings(DatabaseSettings):
     status_api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     # How long a dashboard sign-in (with one of the status API tokens) lasts.
     dashboard_session_minutes: int = Field(default=480, ge=1, le=7 * 24 * 60)
+    # The HTTP edge (app/server.py): how long a request may take to send its headers and
+    # its body, how large its headers may be, and how many requests and connections one
+    # process holds at once. Codat sends ~1 KB at once: none of these is near for it.
+    http_headers_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=20.0, gt=0)
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    http_max_connections: int = Field(default=1000, ge=1)
+    http_keep_alive_seconds: int = Field(default=5, ge=1)
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from app import tracing
@@ -104,6 +104,11 @@ async def receive_delivery(receiver: Receiver, body: bytes, headers: Mapping[str
     return Answer(200, {"status": outcome})
 
 
+# Said with a 413: the server would otherwise read (and drop) the rest of the body to keep
+# the connection alive, which is what the cap is there to avoid.
+CLOSE = {"Connection": "close"}
+
+
 async def codat_webhook_endpoint(request: Request) -> Response:
     receiver: Receiver = request.app.state.receiver
     try:
@@ -113,6 +118,11 @@ async def codat_webhook_endpoint(request: Request) -> Response:
     except BodyTooLarge:
         log.warning("webhook rejected", extra={"reason": "body over the size limit"})
         answer = _rejected("rejected_size", 413, "body too large")
-    else:
-        answer = await receive_delivery(receiver, body, request.headers)
+        return JSONResponse(answer.body, status_code=answer.status_code, headers=CLOSE)
+    except ClientDisconnect:
+        # The sender went away mid-body (or took too long, app/server.py): nobody waits
+        # for an answer, and nothing was stored. Not the service's error.
+        log.debug("webhook sender disconnected before its body was read")
+        return Response(status_code=400)
+    answer = await receive_delivery(receiver, body, request.headers)
     return JSONResponse(answer.body, status_code=answer.status_code)
