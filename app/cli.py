@@ -121,7 +121,7 @@ async def run_worker(settings: Settings, *, notifier_only: bool = False) -> None
     from app.db import create_engine, worker_pool_size
     from app.processing.context import build_context
     from app.processing.deliveries import run_notifier
-    from app.processing.worker import Worker, new_worker_id
+    from app.processing.worker import HelperTaskDied, Worker, new_worker_id
 
     if settings.worker_metrics_port is not None:
         from prometheus_client import start_http_server
@@ -140,6 +140,8 @@ async def run_worker(settings: Settings, *, notifier_only: bool = False) -> None
             await run_notifier(ctx, new_worker_id(), stop)
         else:
             await Worker(ctx).run(stop)
+    except HelperTaskDied:
+        raise SystemExit(1) from None  # logged with its cause; the supervisor restarts us
     finally:
         await ctx.codat.aclose()
         await engine.dispose()

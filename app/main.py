@@ -31,7 +31,7 @@ from app.dashboard.routes import install as install_dashboard
 from app.db import WEB_POOL_SIZE, create_engine, session_factory, worker_pool_size
 from app.processing.context import build_context
 from app.processing.notify import listen_for_work
-from app.processing.worker import Worker
+from app.processing.worker import HelperTaskDied, Worker
 from app.webhooks import WEBHOOK_PATH
 from app.webhooks import openapi as webhook_openapi
 from app.webhooks.route import Receiver, codat_webhook_endpoint
@@ -75,6 +75,7 @@ class Runtime:
         self._users = 0
         self._stop = asyncio.Event()
         self._worker_task: asyncio.Task[None] | None = None
+        self.worker_failure: str | None = None
         # Wakes long-polls of the change feed: NOTIFY on PostgreSQL, else their poll.
         self.change_signal = ChangeSignal()
         self._listener: asyncio.Task[None] | None = None
@@ -92,6 +93,13 @@ class Runtime:
                 )
             if self.worker:
                 self._worker_task = asyncio.create_task(self.worker.run(self._stop))
+                self._worker_task.add_done_callback(self._on_worker_done)
+
+    def _on_worker_done(self, task: asyncio.Task[None]) -> None:
+        """The embedded worker stopped on its own (a helper task failed, and it said why):
+        liveness fails from now on, so that the process is restarted."""
+        if not task.cancelled() and task.exception() is not None:
+            self.worker_failure = f"embedded worker stopped: {task.exception()}"
 
     async def release(self) -> None:
         self._users -= 1
@@ -104,7 +112,8 @@ class Runtime:
                 await self._listener
         if self.worker and self._worker_task:
             self._stop.set()
-            await self._worker_task
+            with contextlib.suppress(HelperTaskDied):  # logged when it happened
+                await self._worker_task
             await self.worker.ctx.codat.aclose()
         if self._own_engine:
             await self.engine.dispose()
@@ -176,6 +185,7 @@ def _app(runtime: Runtime, *, public: bool, internal: bool) -> ServiceApp:
     app.state.receiver = runtime.receiver
     app.state.api_tokens = runtime.api_tokens
     app.state.change_signal = runtime.change_signal
+    app.state.runtime = runtime
     app.webhook_asgi = serve_webhook
     if tracing.enabled():
         tracing.instrument_fastapi(app)

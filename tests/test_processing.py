@@ -25,7 +25,8 @@ from app.models import (
     WriteOutcome,
 )
 from app.processing.context import Context
-from app.processing.worker import Worker
+from app.processing.queue import enqueue_job
+from app.processing.worker import HelperTaskDied, SerialLocks, Worker
 from app.sandbox.fake_codat import FakeCodat, make_bill
 from tests.conftest import Clock, count_rows, sample
 from tests.support.flow import (
@@ -546,3 +547,66 @@ async def test_events_claimed_ahead_are_handed_back_when_no_slot_frees(
     finally:
         stop.set()
         await asyncio.wait_for(running, timeout=10)
+
+
+async def test_a_worker_whose_lease_renewal_dies_stops_and_hands_its_work_back(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    fake_codat: FakeCodat,
+    make_ctx: Callable[..., Context],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without renewals its leases would run out mid-work and another worker would take
+    the same items: the worker stops as on SIGTERM and says why (its supervisor restarts it)."""
+    ctx = make_ctx(worker_lease_seconds=0.3, worker_shutdown_grace_seconds=0.1)
+    seed_company(fake_codat, bills=3)
+    fake_codat.delay_all = 3.0  # the pull is still waiting on Codat when renewal dies
+    await deliver(client, read_event("read.completed", [("bills", "Complete", True)]))
+
+    async def broken_renewal(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("renewal bug")
+
+    monkeypatch.setattr("app.processing.queues.renew_leases", broken_renewal)
+    running = asyncio.create_task(Worker(ctx).run(asyncio.Event()))
+    with pytest.raises(HelperTaskDied, match="lease renewal"):
+        await asyncio.wait_for(running, timeout=10)
+    job = await one(engine, Job, Job.kind == "pull")
+    assert (job.status, job.attempts, job.locked_until) == ("pending", 0, None)
+    monkeypatch.undo()
+    fake_codat.delay_all = 0
+    await Worker(ctx).run_until_idle()
+    await assert_local_copy_equals_fake(engine, fake_codat, "bills")
+
+
+async def test_a_malformed_job_goes_dead_at_once(
+    engine: AsyncEngine, make_ctx: Callable[..., Context], clock: Clock
+) -> None:
+    """A job that lacks what its kind needs (or of no known kind) is never retried."""
+    ctx = make_ctx()
+    async with ctx.sessions.begin() as session:
+        await enqueue_job(
+            session, kind="pull", key="pull:no-data-type", now=clock.now, company_id=COMPANY
+        )
+        await enqueue_job(session, kind="no-such-kind", key="mystery", now=clock.now)
+    await Worker(ctx).run_until_idle()
+    for key in ("pull:no-data-type", "mystery"):
+        job = await one(engine, Job, Job.key == key)
+        assert (job.status, job.attempts) == ("dead", 1), key
+        assert job.last_error is not None and job.last_error.startswith("InvalidJob: ")
+
+
+async def test_serial_locks_keep_order_and_are_forgotten_when_free() -> None:
+    locks = SerialLocks()
+    order: list[str] = []
+
+    async def hold(key: str, name: str) -> None:
+        async with locks.hold(key):
+            order.append(f"{name} in")
+            await asyncio.sleep(0.01)
+            order.append(f"{name} out")
+
+    await asyncio.gather(hold("company-a:bills", "first"), hold("company-a:bills", "second"))
+    assert order == ["first in", "first out", "second in", "second out"]
+    assert len(locks) == 0, "no lock kept for a key nobody holds"
+    await asyncio.gather(*(hold(f"company-{i}:bills", str(i)) for i in range(50)))
+    assert len(locks) == 0

@@ -68,3 +68,28 @@ async def test_the_shared_engine_is_at_head(engine: AsyncEngine) -> None:
     from app.migrate import current_revision
 
     assert await current_revision(engine) == head_revision()
+
+
+async def test_healthz_fails_once_the_embedded_worker_stopped_on_its_own(
+    database_url: str, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose lease renewal died stopped (and said why): liveness tells the
+    orchestrator to restart the process, rather than receiving with nobody processing."""
+
+    async def broken_renewal(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("renewal bug")
+
+    monkeypatch.setattr("app.processing.queues.renew_leases", broken_renewal)
+    settings = make_settings(database_url, embedded_worker=True, worker_lease_seconds=0.3)
+    async with running(create_app(settings, engine=engine)) as client:
+        for _ in range(100):
+            answer = await client.get("/healthz")
+            if answer.status_code != 200:
+                break
+            await asyncio.sleep(0.05)
+        assert answer.status_code == 503
+        assert answer.json() == {
+            "status": "failed",
+            "reason": "embedded worker stopped: lease renewal",
+        }
+        assert (await client.get("/readyz")).status_code == 200, "the database is fine"

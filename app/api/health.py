@@ -14,11 +14,29 @@ router = APIRouter(tags=["health"])
 
 @router.get(
     "/healthz",
-    responses={200: {"content": {"application/json": {"example": {"status": "ok"}}}}},
+    responses={
+        200: {"content": {"application/json": {"example": {"status": "ok"}}}},
+        503: {
+            "description": "The embedded worker stopped: restart the process",
+            "content": {
+                "application/json": {
+                    "example": {
+                        "status": "failed",
+                        "reason": "embedded worker stopped: lease renewal",
+                    }
+                }
+            },
+        },
+    },
 )
-async def healthz() -> dict[str, str]:
-    """The process is up (liveness); says nothing about the database on purpose."""
-    return {"status": "ok"}
+async def healthz(request: Request) -> JSONResponse:
+    """The process is up (liveness); says nothing about the database on purpose. Fails
+    only when the embedded worker stopped on its own: a restart is what it needs."""
+    runtime = getattr(request.app.state, "runtime", None)
+    failure = getattr(runtime, "worker_failure", None)
+    if failure:
+        return JSONResponse({"status": "failed", "reason": failure}, status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 def _readiness_answer(description: str, status: str, reason: str) -> dict[str, Any]:

@@ -19,8 +19,16 @@ from app.models import utcnow
 log = logging.getLogger(__name__)
 
 
-class InvalidEvent(Exception):
-    """An event that can never be processed (no retry would help): it goes dead at once."""
+class InvalidWork(Exception):
+    """Work that can never be done (no retry would help): it goes dead at once."""
+
+
+class InvalidEvent(InvalidWork):
+    """An event whose payload cannot be processed."""
+
+
+class InvalidJob(InvalidWork):
+    """A job without what its kind needs (a company, a data type), or of no known kind."""
 
 
 @dataclass

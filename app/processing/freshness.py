@@ -24,7 +24,7 @@ from app.codat.statuses import COMPLETE, TERMINAL
 from app.db import Executor
 from app.metrics import MISSED_WEBHOOKS, REFRESHES
 from app.models import Company, DataTypeState, Job, RateLimitState, WriteOutcome
-from app.processing.context import Context
+from app.processing.context import Context, InvalidJob
 from app.processing.pulls import PULL, pull_key
 from app.processing.queue import enqueue_job
 from app.processing.state import RATE_LIMIT_ROW, ensure_company, record_write, write_errors
@@ -92,7 +92,7 @@ async def request_write_refresh(
 async def run_refresh(ctx: Context, job: Job) -> None:
     company_id, data_type = job.company_id, job.data_type
     if not company_id or not data_type:
-        raise ValueError(f"refresh job {job.key} has no company or data type")
+        raise InvalidJob(f"refresh job {job.key} has no company or data type")
     try:
         await ctx.codat.queue_refresh(company_id, data_type, job.connection_id)
     except CodatNotReady as exc:
@@ -386,7 +386,7 @@ async def run_reconcile(ctx: Context, job: Job) -> None:
     """Compare Codat's data status and push operations with what we saw; catch up the rest."""
     company_id = job.company_id
     if not company_id:
-        raise ValueError(f"reconcile job {job.key} has no company")
+        raise InvalidJob(f"reconcile job {job.key} has no company")
     statuses = await ctx.codat.data_status(company_id)
     reads = await _catch_up_reads(ctx, company_id, statuses)
     await _refresh_unread(ctx, company_id, statuses, (job.params or {}).get("refresh") or [])

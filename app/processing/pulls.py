@@ -9,7 +9,7 @@ from typing import Any
 from app import tracing
 from app.changes.record import DATA_CHANGED
 from app.models import DataTypeState, Job
-from app.processing.context import Context
+from app.processing.context import Context, InvalidJob
 from app.processing.state import RecordCounts, finish_pull, save_records
 from app.webhooks.envelope import parse_datetime
 
@@ -43,7 +43,7 @@ async def run_pull(ctx: Context, job: Job) -> None:
     """
     company_id, data_type = job.company_id, job.data_type
     if not company_id or not data_type:
-        raise ValueError(f"pull job {job.key} has no company or data type")
+        raise InvalidJob(f"pull job {job.key} has no company or data type")
     async with ctx.sessions() as session:
         state = await session.get(DataTypeState, (company_id, data_type))
     since = state.pull_watermark if state else None

@@ -16,7 +16,7 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,44 +26,23 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from app import tracing
 from app.codat.errors import CodatPaused, CodatRequestError
 from app.metrics import WORK_DONE, WORK_SECONDS
-from app.models import EventStatus, Job, JobStatus, WebhookEvent
-from app.processing.context import Context, InvalidEvent
+from app.models import EventStatus
+from app.processing.context import Context, InvalidWork
 from app.processing.deliveries import Notifier
-from app.processing.freshness import (
-    RECONCILE,
-    REFRESH,
-    SWEEP,
-    SWEEP_KEY,
-    run_reconcile,
-    run_refresh,
-    run_sweep,
-)
-from app.processing.handlers import Outcome, handle_event, serial_key
+from app.processing.freshness import SWEEP, SWEEP_KEY
+from app.processing.handlers import Outcome
 from app.processing.notify import listen_for_work
-from app.processing.pulls import PULL, run_pull
 from app.processing.queue import (
     WAITING_PREFIX,
     backoff_delay,
-    claim_due,
     enqueue_job,
-    finish_event,
-    finish_job,
-    renew_leases,
     reschedule,
 )
+from app.processing.queues import EVENTS, QUEUES, Item, queue_of
 from app.processing.state import current_pause, extend_pause
 
 log = logging.getLogger(__name__)
 
-JobRunner = Callable[[Context, Job], Awaitable[None]]
-JOB_RUNNERS: dict[str, JobRunner] = {
-    PULL: run_pull,
-    REFRESH: run_refresh,
-    SWEEP: run_sweep,
-    RECONCILE: run_reconcile,
-}
-
-Item = WebhookEvent | Job
 _FINISHED_EVENT = frozenset({EventStatus.PROCESSED, EventStatus.IGNORED})
 
 
@@ -71,8 +50,39 @@ class LeaseLost(Exception):
     """The item's lease ran out and another worker claimed it: its work is not ours."""
 
 
+class HelperTaskDied(Exception):
+    """A task the worker cannot run without (lease renewal, the listener, the notifier)
+    failed: the worker stopped and handed its work back; its supervisor restarts it."""
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class SerialLocks:
+    """One lock per serial key, kept only while someone holds or waits for it: a
+    long-running worker sees every company, and would otherwise keep a lock for each."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        lock = lock or asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 class Worker:
@@ -88,7 +98,7 @@ class Worker:
         # handed back if no slot freed within a lease renewal (`_renew_leases_forever`).
         self._ready: deque[tuple[float, Item]] = deque()
         self._accepting = True
-        self._serial: dict[str, asyncio.Lock] = {}
+        self.serial_locks = SerialLocks()
         self._wake = asyncio.Event()
         self._poll = timedelta(seconds=settings.worker_poll_interval)
         self._claim_batch = max(1, self.concurrency // 4)
@@ -115,11 +125,28 @@ class Worker:
 
     @tracing.untraced_coroutine
     async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run work until `stop`. A helper task that fails stops the worker the
+        same way (its work handed back), then raises `HelperTaskDied`: a worker without
+        lease renewal would lose its items to others mid-work, and one without its
+        listener or notifier would go on quietly doing less."""
         log.info("worker started", extra={"worker_id": self.worker_id})
         await self.schedule_sweep()
-        renewer = asyncio.create_task(self._renew_leases_forever())
-        listener = asyncio.create_task(listen_for_work(self.ctx.engine, self.wake))
-        notifier = asyncio.create_task(self.notifier.run(stop)) if self.notifier else None
+        helpers = {
+            asyncio.create_task(self._renew_leases_forever(), name="lease renewal"),
+            # Returns at once on SQLite (nothing to listen to): that is not a failure.
+            asyncio.create_task(listen_for_work(self.ctx.engine, self.wake), name="listener"),
+        }
+        if self.notifier is not None:
+            helpers.add(asyncio.create_task(self.notifier.run(stop), name="notifier"))
+        died: list[asyncio.Task[None]] = []
+
+        def watch(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                died.append(task)
+                stop.set()
+
+        for helper in helpers:
+            helper.add_done_callback(watch)
         try:
             while not stop.is_set():
                 # Cleared before the claim: a wake-up that comes while we claim is kept.
@@ -129,16 +156,23 @@ class Worker:
                     await self._wait(stop)
         finally:
             self._accepting = False
-            for helper in (renewer, listener):
-                helper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await helper
+            for helper in helpers:
+                if helper.get_name() != "notifier":
+                    helper.cancel()
             await self._drain(self.ctx.settings.worker_shutdown_grace_seconds)
-            if notifier is not None and self.notifier is not None:
-                # Stops after its batch in hand (each post bounded by its time-out).
-                await notifier
+            # The notifier stops after its batch in hand (each post bounded by its time-out).
+            await asyncio.gather(*helpers, return_exceptions=True)
+            if self.notifier is not None:
                 await self.notifier.aclose()
+            for task in died:
+                log.error(
+                    "worker helper task failed: the worker stopped",
+                    exc_info=task.exception(),
+                    extra={"worker_id": self.worker_id, "task": task.get_name()},
+                )
             log.info("worker stopped", extra={"worker_id": self.worker_id})
+        if died:
+            raise HelperTaskDied(", ".join(task.get_name() for task in died))
 
     @tracing.untraced_coroutine
     async def run_until_idle(self) -> None:
@@ -194,13 +228,11 @@ class Worker:
             self._ready = deque((since, i) for since, i in self._ready if since > waited_since)
             await self._hand_back(stale)
             until = self.ctx.clock() + self._lease
+            items = [*self._running.values(), *(item for _, item in self._ready)]
             try:
-                items = [*self._running.values(), *(item for _, item in self._ready)]
-                events = [i.id for i in items if isinstance(i, WebhookEvent)]
-                jobs = [i.id for i in items if isinstance(i, Job)]
                 async with self.ctx.engine.begin() as conn:
-                    await renew_leases(conn, WebhookEvent, events, self.worker_id, until)
-                    await renew_leases(conn, Job, jobs, self.worker_id, until)
+                    for queue in QUEUES:
+                        await queue.renew(conn, items, self.worker_id, until)
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("could not renew leases", extra={"error": type(exc).__name__})
 
@@ -215,27 +247,17 @@ class Worker:
         if free <= 0 or (self._running and free < self._claim_batch):
             return 0
         now = self.ctx.clock()
+        items: list[Item] = []
         try:
             async with self.ctx.engine.begin() as conn:
                 await self._sync_pause(conn, now)
-                items: list[Item] = []
-                items += await claim_due(
-                    conn,
-                    WebhookEvent,
-                    worker_id=self.worker_id,
-                    limit=free,
-                    now=now,
-                    lease=self._lease,
-                )
-                if len(items) < free:
-                    items += await claim_due(
-                        conn,
-                        Job,
-                        worker_id=self.worker_id,
-                        limit=free - len(items),
-                        now=now,
-                        lease=self._lease,
-                    )
+                for queue in QUEUES:
+                    if len(items) < free:
+                        items.extend(
+                            await queue.claim(
+                                conn, self.worker_id, free - len(items), now, self._lease
+                            )
+                        )
         except (SQLAlchemyError, OSError) as exc:
             log.warning("could not claim work", extra={"error": type(exc).__name__})
             return 0
@@ -271,32 +293,27 @@ class Worker:
 
     # -- running one item -----------------------------------------------------------------
 
-    def _serial_lock(self, item: Item) -> asyncio.Lock:
-        key = serial_key(item) if isinstance(item, WebhookEvent) else item.key
-        return self._serial.setdefault(key, asyncio.Lock())
-
     async def _execute(self, item: Item) -> None:
         """One item; with tracing on, in a span that continues the trace that queued it."""
         if not tracing.enabled():
             await self._work(item)
             return
-        name, attributes = _span(item)
+        name, attributes = queue_of(item).span(item)
         with tracing.continue_trace(item.traceparent, name, attributes):
             outcome = await self._work(item)
             tracing.annotate({"codat.outcome": str(outcome)}, failed=outcome in ("retry", "dead"))
 
     async def _work(self, item: Item) -> str:
-        queue = "events" if isinstance(item, WebhookEvent) else "jobs"
-        kind = (item.event_type if isinstance(item, WebhookEvent) else item.kind) or "unknown"
+        queue = queue_of(item)
         started = time.monotonic()
         outcome = "processed"
         try:
-            async with self._serial_lock(item):
-                result = await self._run(item)
+            async with self.serial_locks.hold(queue.serial_key(item)):
+                result = await queue.run(self.ctx, item)
                 outcome = await self._complete(item, result)
         except LeaseLost:
             outcome = "lease_lost"
-            log.warning("lease lost: another worker has the item", extra=_ids(item))
+            log.warning("lease lost: another worker has the item", extra=queue.ids(item))
         except CodatPaused as paused:
             outcome = "paused"
             await self._settle_paused(item, paused)
@@ -308,28 +325,19 @@ class Worker:
             outcome = await self._settle_failed(item, exc)
         finally:
             seconds = time.monotonic() - started
-            WORK_DONE.labels(queue=queue, kind=kind, outcome=outcome).inc()
-            WORK_SECONDS.labels(queue=queue).observe(seconds)
-            if isinstance(item, WebhookEvent) and outcome in _FINISHED_EVENT:
+            WORK_DONE.labels(queue=queue.label, kind=queue.kind(item), outcome=outcome).inc()
+            WORK_SECONDS.labels(queue=queue.label).observe(seconds)
+            if queue is EVENTS and outcome in _FINISHED_EVENT:
                 # Retries, deaths and lost leases have their own warning lines.
                 log.info(
                     "event processed",
                     extra={
-                        **_ids(item),
+                        **queue.ids(item),
                         "outcome": outcome,
                         "duration_ms": round(seconds * 1000, 1),
                     },
                 )
         return outcome
-
-    async def _run(self, item: Item) -> Outcome:
-        if isinstance(item, WebhookEvent):
-            return await handle_event(self.ctx, item)
-        runner = JOB_RUNNERS.get(item.kind)
-        if runner is None:
-            raise InvalidEvent(f"no runner for job kind {item.kind!r}")
-        await runner(self.ctx, item)
-        return Outcome(JobStatus.DONE)
 
     async def _complete(self, item: Item, outcome: Outcome) -> str:
         """The handler's writes and the item's ending, in one transaction: both or neither.
@@ -338,16 +346,9 @@ class Worker:
             if outcome.write is not None:
                 await outcome.write(session)
             connection = await session.connection()
+            finish = queue_of(item).finish
             now = self.ctx.clock()
-            if isinstance(item, WebhookEvent):
-                ours = await finish_event(
-                    connection, item, self.worker_id, status=outcome.status, now=now
-                )
-            else:
-                ours = await finish_job(
-                    connection, item, self.worker_id, status=outcome.status, now=now
-                )
-            if not ours:
+            if not await finish(connection, item, self.worker_id, status=outcome.status, now=now):
                 raise LeaseLost
         if self.notifier is not None:
             self.notifier.wake()  # the work may have recorded changes to deliver
@@ -380,21 +381,22 @@ class Worker:
         )
 
     async def _settle_failed(self, item: Item, exc: Exception) -> str:
+        queue = queue_of(item)
         error = f"{type(exc).__name__}: {exc}"
         tracing.record_exception(exc)
-        dead_status = EventStatus.DEAD if isinstance(item, WebhookEvent) else JobStatus.DEAD
         settings = self.ctx.settings
         if _hopeless(exc) or item.attempts >= settings.worker_max_attempts:
-            log.error("work item dead", extra={**_ids(item), "error": error[:500]})
-            finish = finish_event if isinstance(item, WebhookEvent) else finish_job
-            await self._settle(finish, item, status=dead_status, now=self.ctx.clock(), error=error)
+            log.error("work item dead", extra={**queue.ids(item), "error": error[:500]})
+            await self._settle(
+                queue.finish, item, status=queue.dead, now=self.ctx.clock(), error=error
+            )
             return "dead"
         delay = backoff_delay(
             item.attempts, settings.worker_retry_base_seconds, settings.worker_retry_max_seconds
         )
         log.warning(
             "work item will be retried",
-            extra={**_ids(item), "error": error[:500], "in_seconds": round(delay, 1)},
+            extra={**queue.ids(item), "error": error[:500], "in_seconds": round(delay, 1)},
         )
         await self._settle(
             reschedule,
@@ -407,37 +409,7 @@ class Worker:
 
 
 def _hopeless(exc: Exception) -> bool:
-    """No retry can help: a bad event, or Codat refusing the request itself (not auth)."""
+    """No retry can help: bad work, or Codat refusing the request itself (not auth)."""
     if isinstance(exc, CodatRequestError):
         return exc.status_code not in (401, 403)
-    return isinstance(exc, InvalidEvent)
-
-
-def _span(item: Item) -> tuple[str, dict[str, object]]:
-    """What a trace shows of an item: ids and kinds, never a payload."""
-    if isinstance(item, WebhookEvent):
-        return f"process {item.event_type or 'event'}", {
-            "codat.event_id": item.event_id,
-            "codat.event_type": item.event_type,
-            "codat.delivery_id": item.delivery_id,
-            "codat.company_id": item.company_id,
-            "codat.attempt": item.attempts,
-        }
-    return " ".join(filter(None, (item.kind, item.data_type))), {
-        "codat.job": item.key,
-        "codat.company_id": item.company_id,
-        "codat.data_type": item.data_type,
-        "codat.attempt": item.attempts,
-    }
-
-
-def _ids(item: Item) -> dict[str, object]:
-    if isinstance(item, WebhookEvent):
-        return {
-            "event_id": item.event_id,
-            "delivery_id": item.delivery_id,
-            "event_type": item.event_type,
-            "company_id": item.company_id,
-            "attempts": item.attempts,
-        }
-    return {"job": item.key, "attempts": item.attempts}
+    return isinstance(exc, InvalidWork)
