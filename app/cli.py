@@ -496,6 +496,28 @@ def reconcile(
     typer.echo(f"queued reconcile for {_command(settings, work)} compan(y/ies)")
 
 
+@cli.command()
+def resume() -> None:
+    """Lift the rate-limit pause on calls to Codat now (logged and announced as a change);
+    what waited for it runs at once. A genuine limit returns with Codat's next 429."""
+    from app.models import utcnow
+    from app.processing import commands
+
+    settings = load_settings(dev_env=True)
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def work(session: AsyncSession) -> commands.Resumed:
+        return await commands.resume_rate_limit(
+            session, utcnow(), endpoints=settings.notify_endpoints
+        )
+
+    resumed = _command(settings, work)
+    if resumed.paused_until is None:
+        typer.echo("no pause in force: nothing to resume")
+    else:
+        typer.echo(f"resumed: the pause until {resumed.paused_until.isoformat()} is lifted")
+
+
 @cli.command("register-webhook")
 def register_webhook(
     public_url: Annotated[str, typer.Argument(help="e.g. https://hooks.example.com")],

@@ -20,6 +20,7 @@ from app.api.schemas import (
     RecordItem,
     RecordPage,
     ReplayResult,
+    ResumeResult,
     TimelineEntry,
     WriteItem,
     WritePage,
@@ -147,6 +148,9 @@ WRITE = WriteItem(
 )
 WRITE_PAGE = WritePage(items=[WRITE], next_cursor=None)
 
+RESUMED = ResumeResult(
+    resumed=True, paused_until=datetime(2026, 5, 4, 0, 0, tzinfo=UTC), reason="rateLimit.reached"
+)
 RATE_LIMIT = RateLimitStatus(
     paused=True,
     paused_until=datetime(2026, 5, 4, 0, 0, tzinfo=UTC),

@@ -172,11 +172,17 @@ class RateLimitStatus(BaseModel):
     paused_until: datetime | None = Field(description="When the pause ends (or ended)")
     reason: str | None = Field(
         description="What set the pause or lifted it: `rateLimit.reached`, `rateLimit.reset`, "
-        "or `429` (a Retry-After from Codat)"
+        "`429` (a Retry-After from Codat), or `resumed by an operator`"
     )
     daily_quota: int | None = Field(description="Codat's daily quota, when it was told")
     quota_remaining: int | None = Field(description="Calls left in the quota, when it was told")
     updated_at: datetime | None = Field(description="When this state last changed")
+
+
+class ResumeResult(BaseModel):
+    resumed: bool = Field(description="A pause was in force and is lifted; false: none was")
+    paused_until: datetime | None = Field(description="When the lifted pause would have ended")
+    reason: str | None = Field(description="What had set the lifted pause")
 
 
 class RefreshRequest(BaseModel):

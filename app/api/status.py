@@ -29,6 +29,7 @@ from app.api.schemas import (
     RefreshRequest,
     ReplayRequest,
     ReplayResult,
+    ResumeResult,
     WriteItem,
     WritePage,
 )
@@ -299,3 +300,21 @@ async def get_rate_limit(db: Session) -> RateLimitStatus:
     """Whether calls to Codat are paused (a rate-limit event or a 429), until when, and the
     quota figures Codat last gave."""
     return await queries.get_rate_limit(db, utcnow())
+
+
+@router.post(
+    "/rate-limit/resume",
+    response_model=ResumeResult,
+    tags=["rate limit"],
+    responses={200: answer(examples.RESUMED)},
+)
+async def resume_rate_limit(request: Request, db: Session) -> ResumeResult:
+    """Lift the pause on calls to Codat now (a pause from a broken clock, a quota Codat has
+    raised); what waited for it runs at once. Logged, and announced as
+    `rate_limit.resumed`. A genuine limit returns with Codat's next 429. No body."""
+    resumed = await commands.resume_rate_limit(
+        db, utcnow(), endpoints=request.app.state.settings.notify_endpoints
+    )
+    return ResumeResult(
+        resumed=resumed.lifted, paused_until=resumed.paused_until, reason=resumed.reason
+    )

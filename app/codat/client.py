@@ -31,7 +31,7 @@ from app.codat.errors import (
     CodatRequestError,
     CodatUnavailable,
 )
-from app.codat.gate import PauseGate
+from app.codat.gate import MAX_PAUSE, PauseGate
 from app.codat.ids import id_segment, segment
 from app.metrics import CODAT_CALLS
 
@@ -48,16 +48,19 @@ def codat_time(moment: datetime) -> str:
 
 
 def retry_after_seconds(value: str | None, now: datetime) -> float:
-    """`Retry-After` is seconds or an HTTP date; without one, wait a minute."""
+    """`Retry-After` is seconds or an HTTP date; without one, wait a minute; never longer
+    than Codat's quota window (MAX_PAUSE)."""
     if not value:
         return 60.0
     if value.strip().isdigit():
-        return float(value.strip())
+        return min(float(value.strip()), MAX_PAUSE.total_seconds())
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 60.0
-    return max(0.0, (when - now).total_seconds())
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(max(0.0, (when - now).total_seconds()), MAX_PAUSE.total_seconds())
 
 
 class CodatClient:

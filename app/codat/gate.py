@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from app.codat.errors import CodatPaused
+
+# Codat's quota is daily and resets at 00:00 UTC (CODAT.md §3.4): no genuine pause lasts
+# longer. A rate-limit event dated 9999 (or a Retry-After as long) paused every call to
+# Codat for good; now it pauses for a day at most, and an operator can lift it sooner.
+MAX_PAUSE = timedelta(hours=24)
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def capped_pause(until: datetime, now: datetime) -> datetime:
+    """The end of a pause, no later than Codat's quota window from now."""
+    return min(until, now + MAX_PAUSE)
 
 
 class PauseGate:

@@ -11,6 +11,7 @@ worker, which owns the rate-limit pause and the retries.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,9 +20,15 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.changes.record import RATE_LIMIT_RESUMED, record_change
 from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES, Variant
-from app.models import Company, DataTypeState, EventStatus, WebhookEvent
+from app.config import NotifyEndpoint
+from app.models import Company, DataTypeState, EventStatus, RateLimitState, WebhookEvent
 from app.processing.freshness import request_reconcile, request_refresh
+from app.processing.queue import resume_waiting
+from app.processing.state import RATE_LIMIT_ROW
+
+log = logging.getLogger(__name__)
 
 # An unprocessable event has nothing to run; one being processed would run twice.
 NOT_REPLAYABLE = (EventStatus.UNPROCESSABLE, EventStatus.PROCESSING)
@@ -187,4 +194,52 @@ async def reconcile_company(session: AsyncSession, company_id: str, now: datetim
 
 
 # -- the rate limit -------------------------------------------------------------------------
-# (lifting a pause by hand, `resume_rate_limit`, belongs here: issue 16)
+
+RESUMED_BY_OPERATOR = "resumed by an operator"
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What `resume_rate_limit` lifted: the pause in force, if there was one."""
+
+    paused_until: datetime | None
+    reason: str | None
+
+    @property
+    def lifted(self) -> bool:
+        return self.paused_until is not None
+
+
+async def resume_rate_limit(
+    session: AsyncSession, now: datetime, *, endpoints: Sequence[NotifyEndpoint] = ()
+) -> Resumed:
+    """Lift the pause on calls to Codat now: for a pause an operator knows is wrong (an
+    event from a broken clock, a quota Codat has raised). What waited for it is due at
+    once; the change is announced (`rate_limit.resumed`) and logged. Workers follow the
+    stored state within a poll. A genuine limit comes back by itself: Codat answers 429
+    and its Retry-After pauses again. No pause in force: nothing is written."""
+    state = await session.get(RateLimitState, RATE_LIMIT_ROW)
+    if state is None or state.paused_until is None or state.paused_until <= now:
+        return Resumed(None, None)
+    until = state.paused_until
+    lifted = Resumed(until, state.reason)
+    state.paused_until = None
+    state.reason = RESUMED_BY_OPERATOR
+    state.updated_at = now
+    # An event generated before this is older than the operator's word (ordering state.py).
+    state.event_at = max(state.event_at, now) if state.event_at else now
+    await session.flush()
+    await resume_waiting(session, now)
+    await record_change(
+        session,
+        RATE_LIMIT_RESUMED,
+        company_id=None,
+        data={"reason": RESUMED_BY_OPERATOR, "pausedUntil": until.isoformat()},
+        now=now,
+        endpoints=endpoints,
+    )
+    log.warning(
+        "rate-limit pause lifted by an operator",
+        extra={"paused_until": until.isoformat(), "reason": lifted.reason},
+    )
+    return lifted

@@ -37,6 +37,7 @@ from app.codat.datatypes import (
     WRITE_EVENT,
     write_data_type,
 )
+from app.codat.gate import capped_pause
 from app.codat.statuses import COMPLETE, NEEDS_RELINK, status_kind
 from app.models import DataTypeState, EventStatus, WebhookEvent
 from app.processing.context import Context, InvalidEvent
@@ -300,7 +301,7 @@ async def handle_rate_limit(ctx: Context, delivered: Delivered) -> Outcome:
     if reached:
         # Codat's quota resets at midnight UTC: the fallback when expiryDate is unreadable.
         midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        until = parse_datetime(payload.get("expiryDate")) or midnight
+        until = capped_pause(parse_datetime(payload.get("expiryDate")) or midnight, now)
 
     async def write(session: AsyncSession) -> None:
         recorded = await record_rate_limit(

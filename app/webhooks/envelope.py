@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -46,6 +46,19 @@ def _as_utc(value: object) -> datetime | None:
     except ValueError:
         return None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+# How far ahead of the receive time a generatedDate may be: clocks differ a little (Svix
+# allows 5 minutes either way for its timestamp). Beyond it, a date is taken as the receive
+# time plus this: an event dated 9999 froze the state it wrote, since an older event never
+# overwrites a newer one.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+
+
+def clamped_to_receipt(generated_at: datetime | None, received_at: datetime) -> datetime | None:
+    """`generatedDate` for ordering events: never later than it could be."""
+    latest = received_at + MAX_CLOCK_SKEW
+    return latest if generated_at is not None and generated_at > latest else generated_at
 
 
 def parse_datetime(value: object) -> datetime | None:

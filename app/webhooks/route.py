@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from app import tracing
 from app.metrics import WEBHOOKS_RECEIVED
-from app.webhooks.envelope import read_facts
+from app.webhooks.envelope import clamped_to_receipt, read_facts
 from app.webhooks.signature import InvalidSignature, SignatureVerifier, delivery_id
 from app.webhooks.store import DatabaseUnavailable, EventWriter, IncomingEvent, StoreResult
 
@@ -62,6 +62,12 @@ def _rejected(reason: str, status_code: int, message: str) -> Answer:
 def incoming_event(delivery_id: str, body: bytes, received_at: datetime) -> IncomingEvent:
     """A verified body as the row to store: what it says, or why it cannot be read."""
     facts = read_facts(body)
+    generated_at = clamped_to_receipt(facts.generated_at, received_at)
+    if generated_at != facts.generated_at:
+        log.warning(
+            "generatedDate in the future: ordered as received",
+            extra={"delivery_id": delivery_id, "generated_date": str(facts.generated_at)},
+        )
     return IncomingEvent(
         delivery_id=delivery_id,
         raw_body=body,
@@ -70,7 +76,7 @@ def incoming_event(delivery_id: str, body: bytes, received_at: datetime) -> Inco
         event_type=facts.event_type,
         company_id=facts.company_id,
         connection_id=facts.connection_id,
-        generated_at=facts.generated_at,
+        generated_at=generated_at,
         unprocessable_reason=facts.unprocessable,
         traceparent=tracing.traceparent(),
     )
