@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install lock run screenshots test test-any-hour tools lint typecheck reliability bench-receive bench-process bench-status-api bench-cost postgres clean
+.PHONY: install lock run screenshots test test-any-hour tools lint typecheck reliability bench-receive bench-process bench-status-api bench-dashboard bench-cost postgres clean
 
 # Quiet pip, so one line says what the half minute is for.
 $(VENV)/.installed: pyproject.toml
@@ -68,6 +68,9 @@ bench-process: install postgres
 
 bench-status-api: install postgres
 	$(BIN)/python -m bench.status_api
+
+bench-dashboard: install postgres
+	$(BIN)/python -m bench.dashboard
 
 bench-cost: install
 	$(BIN)/python -m bench.cost
