@@ -6,8 +6,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 WEBHOOKS_RECEIVED = Counter(
     "codat_webhooks_received_total",
-    "Webhook deliveries by event type and outcome (stored, duplicate, unprocessable, "
-    "rejected_signature, rejected_size, unavailable).",
+    "Webhook deliveries by event type (Codat's documented ones, else other) and outcome "
+    "(stored, duplicate, duplicate_mismatch, unprocessable, rejected_signature, rejected_size, "
+    "rejected_delivery_id, unavailable).",
     ["event_type", "outcome"],
 )
 CODAT_CALLS = Counter(

@@ -7,26 +7,31 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.codat.client import CodatClient
+from app.codat.datatypes import MAX_DATA_TYPE_LENGTH, MAX_DATA_TYPES_PER_EVENT
 from app.codat.errors import NotACodatId
 from app.codat.ids import is_codat_id, segment
-from app.models import EventStatus, WriteOutcome
+from app.metrics import WEBHOOKS_RECEIVED
+from app.models import DataTypeState, EventStatus, Job, Record, WriteOutcome
 from app.processing.context import Context
 from app.processing.worker import Worker
 from app.sandbox.fake_codat import FakeCodat
 from app.webhooks.route import incoming_event
 from app.webhooks.store import EventWriter, IncomingEvent, StoreResult
-from tests.conftest import sample
+from tests.conftest import count_rows, sample
 from tests.support.flow import COMPANY, events, one, read_event, seed_company
 from tests.support.signing import sign
 
@@ -227,7 +232,7 @@ async def test_a_row_the_database_refuses_is_kept_aside_and_its_batch_stored(
         # A naive time is refused by the column type before it reaches either database.
         batch = [incoming(n) for n in range(10)]
         batch.insert(5, incoming(99, generated_at=now.replace(tzinfo=None)))
-        batch.append(incoming(3))  # a redelivery inside the same batch
+        batch.append(batch[3])  # a redelivery (msg_3) inside the same batch
         results = await asyncio.gather(*(writer.store(event) for event in batch))
     finally:
         await writer.close()
@@ -241,3 +246,150 @@ async def test_a_row_the_database_refuses_is_kept_aside_and_its_batch_stored(
     assert kept.raw_body == batch[5].raw_body, "the signed body is kept byte for byte"
     assert (kept.event_type, kept.company_id, kept.generated_at) == (None, None, None)
     assert "refused" in (kept.last_error or "")
+
+
+# -- what one event can create ----------------------------------------------------------
+
+
+def test_the_data_type_cap_is_every_data_type_columns_width() -> None:
+    for model in (DataTypeState, Record, WriteOutcome, Job):
+        column = model.__table__.c.data_type
+        assert getattr(column.type, "length", None) == MAX_DATA_TYPE_LENGTH, model
+
+
+def many_types(count: int) -> dict[str, Any]:
+    return read_event("read.completed", [(f"type{n}", "Complete", True) for n in range(count)])
+
+
+def long_type() -> dict[str, Any]:
+    return read_event("read.completed", [("b" * (MAX_DATA_TYPE_LENGTH + 1), "Complete", True)])
+
+
+def long_write_type() -> dict[str, Any]:
+    body = copy.deepcopy(sample("bills.write.successful"))
+    body["eventType"] = "b" * (MAX_DATA_TYPE_LENGTH + 1) + ".write.successful"
+    return body
+
+
+def with_nan() -> dict[str, Any]:
+    body = read_event("read.completed", [("bills", "Failed", False)])
+    body["payload"]["dataTypes"][0]["issues"] = [{"type": "error", "message": float("nan")}]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda: many_types(MAX_DATA_TYPES_PER_EVENT + 1), "payload.dataTypes has 65 items"),
+        (long_type, "dataType longer than 64"),
+        (long_write_type, "data type is longer than 64"),
+        (with_nan, "NaN or Infinity"),
+    ],
+    ids=["too many data types", "long data type", "long write type", "NaN"],
+)
+async def test_an_event_naming_more_than_one_event_can_is_kept_aside_on_both_databases(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    ctx: Context,
+    fake_codat: FakeCodat,
+    make: Callable[[], dict[str, Any]],
+    reason: str,
+) -> None:
+    """Before, SQLite stored and processed these while PostgreSQL refused them in the
+    worker (a data type over its column, NaN in jsonb), and a thousand dataTypes made a
+    thousand rows and jobs."""
+    seed_company(fake_codat)
+    response = await post(client, make())
+    assert (response.status_code, response.json()) == (200, {"status": "unprocessable"})
+    [event] = await events(engine)
+    assert event.status == EventStatus.UNPROCESSABLE
+    assert reason in (event.last_error or "")
+    await Worker(ctx).run_until_idle()
+    assert await count_rows(engine, "data_type_states") == 0
+    assert await count_rows(engine, "jobs") == 0
+    assert fake_codat.calls == []
+
+
+async def test_the_most_data_types_an_event_may_name_are_processed(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context
+) -> None:
+    body = many_types(MAX_DATA_TYPES_PER_EVENT)
+    body["payload"]["dataTypes"][0]["dataType"] = "t" * MAX_DATA_TYPE_LENGTH
+    assert (await post(client, body)).json() == {"status": "stored"}
+    await Worker(ctx).run_until_idle()
+    [event] = await events(engine)
+    assert event.status == EventStatus.PROCESSED, event.last_error
+    assert await count_rows(engine, "data_type_states") == MAX_DATA_TYPES_PER_EVENT
+
+
+async def test_an_unknown_event_type_counts_as_other_so_labels_stay_bounded(
+    client: httpx.AsyncClient,
+) -> None:
+    for n in range(3):
+        body = copy.deepcopy(sample("read.completed"))
+        body["eventType"] = f"made.up.{n}.{uuid.uuid4().hex}"
+        assert (await post(client, body)).status_code == 200
+    body = copy.deepcopy(sample("read.completed"))
+    assert (await post(client, body)).status_code == 200
+    samples = {
+        sample.labels["event_type"]
+        for metric in WEBHOOKS_RECEIVED.collect()
+        for sample in metric.samples
+    }
+    assert not any(label.startswith("made.up.") for label in samples)
+    assert {"other", "read.completed"} <= samples
+
+
+# -- the same delivery id, another body -------------------------------------------------
+
+
+async def test_a_delivery_id_reused_with_another_body_is_a_duplicate_warned_and_counted(
+    client: httpx.AsyncClient, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    def mismatches() -> float:
+        value = REGISTRY.get_sample_value(
+            "codat_webhooks_received_total",
+            {"event_type": "read.completed", "outcome": "duplicate_mismatch"},
+        )
+        return value or 0.0
+
+    before = mismatches()
+    first = json.dumps(read_event("read.completed", [("bills", "Complete", True)])).encode()
+    other = json.dumps(read_event("read.completed", [("bills", "Failed", False)])).encode()
+    headers = sign(first, msg_id="msg_reused")
+    assert (await client.post(URL, content=first, headers=headers)).json() == {"status": "stored"}
+    again = await client.post(URL, content=first, headers=sign(first, msg_id="msg_reused"))
+    assert again.json() == {"status": "duplicate"}
+    assert mismatches() == before, "a true retry is no mismatch"
+    with caplog.at_level(logging.WARNING, logger="app.webhooks.store"):
+        changed = await client.post(URL, content=other, headers=sign(other, msg_id="msg_reused"))
+    assert (changed.status_code, changed.json()) == (200, {"status": "duplicate"})
+    assert mismatches() == before + 1
+    assert any("different body" in r.getMessage() for r in caplog.records)
+    [kept] = await events(engine)
+    assert kept.raw_body == first, "the first body is the one kept"
+
+
+async def test_twins_in_one_batch_with_different_bodies_are_told_apart(
+    engine: AsyncEngine,
+) -> None:
+    now = datetime.now(UTC)
+    bodies = [
+        json.dumps(read_event("read.completed", [("bills", "Complete", True)])).encode()
+        for _ in range(2)
+    ]
+    writer = EventWriter(engine)
+    writer.start()
+    try:
+        results = await asyncio.gather(
+            writer.store(incoming_event("msg_twin", bodies[0], now)),
+            writer.store(incoming_event("msg_twin", bodies[0], now)),
+            writer.store(incoming_event("msg_twin", bodies[1], now)),
+        )
+    finally:
+        await writer.close()
+    assert list(results) == [
+        StoreResult.STORED,
+        StoreResult.DUPLICATE,
+        StoreResult.DUPLICATE_MISMATCH,
+    ]

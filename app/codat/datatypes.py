@@ -104,3 +104,29 @@ BILL_PAY_EVENT_TYPES = (
     "client.rateLimit.reset",
     *LIFECYCLE_EVENT_TYPES,
 )
+
+
+# How much one event may name. Codat documents no limit; it has a few dozen data types and
+# names them in camelCase words, so these are guesses with room to spare. Past them a signed
+# event is kept aside as unprocessable rather than let it create rows without bound.
+MAX_DATA_TYPES_PER_EVENT = 64
+# Also the width of every data_type column (tests/test_hostile_payloads.py checks).
+MAX_DATA_TYPE_LENGTH = 64
+
+# The metric label of an event type Codat does not document: a sender cannot add labels.
+OTHER_EVENT_TYPE = "other"
+
+
+def is_known_event_type(event_type: str) -> bool:
+    """One of Codat's documented event types (CODAT.md §1), writes of any data type here."""
+    if event_type in BILL_PAY_EVENT_TYPES:
+        return True
+    match = WRITE_EVENT.fullmatch(event_type)
+    return match is not None and write_data_type(match[1]) in PULLABLE_DATA_TYPES
+
+
+def event_type_label(event_type: str | None) -> str:
+    """The event type as a metric label: known ones as they are, the rest `other`."""
+    if not event_type:
+        return ""
+    return event_type if is_known_event_type(event_type) else OTHER_EVENT_TYPE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -9,7 +10,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.codat.datatypes import WRITE_EVENT
+from app.codat.datatypes import (
+    MAX_DATA_TYPE_LENGTH,
+    MAX_DATA_TYPES_PER_EVENT,
+    WRITE_EVENT,
+    write_data_type,
+)
 from app.codat.ids import is_codat_id
 
 
@@ -135,6 +141,39 @@ def _holds_nul(value: object) -> bool:
     return False
 
 
+def _refuse_constant(name: str) -> None:
+    raise ValueError(name)
+
+
+def _holds_non_json_number(body: bytes) -> bool:
+    """NaN or Infinity: Python's parsers take them, JSON (RFC 8259) has neither, and
+    PostgreSQL's jsonb refuses them where SQLite keeps them. Parsed again only when the
+    bytes appear."""
+    if b"NaN" not in body and b"Infinity" not in body:
+        return False
+    try:
+        json.loads(body, parse_constant=_refuse_constant)
+    except ValueError:
+        return True
+    return False
+
+
+def oversized(event_type: str, payload: dict[str, Any]) -> str | None:
+    """Why the event names more than one event can (app/codat/datatypes.py), if it does."""
+    items = payload.get("dataTypes")
+    if isinstance(items, list):
+        if len(items) > MAX_DATA_TYPES_PER_EVENT:
+            return f"payload.dataTypes has {len(items)} items, more than {MAX_DATA_TYPES_PER_EVENT}"
+        for item in items:
+            name = _get(item, "dataType")
+            if isinstance(name, str) and len(name) > MAX_DATA_TYPE_LENGTH:
+                return f"payload.dataTypes[].dataType longer than {MAX_DATA_TYPE_LENGTH}"
+    match = WRITE_EVENT.fullmatch(event_type)
+    if match and len(write_data_type(match[1])) > MAX_DATA_TYPE_LENGTH:
+        return f"the eventType's data type is longer than {MAX_DATA_TYPE_LENGTH}"
+    return None
+
+
 def read_facts(body: bytes) -> EventFacts:
     """Parse a verified body; never raises, because a signed body is always kept."""
     try:
@@ -146,6 +185,8 @@ def read_facts(body: bytes) -> EventFacts:
     # JSON spells a NUL `\u0000` (a raw one is refused by the parser): look only then.
     if b"\\u0000" in body and _holds_nul(envelope.model_dump()):
         return EventFacts(unprocessable="a string holds a NUL (\\u0000)")
+    if _holds_non_json_number(body):
+        return EventFacts(unprocessable="not JSON: NaN or Infinity")
     event_type, payload = envelope.eventType, envelope.payload
     unprocessable: str | None = None
     try:
@@ -154,6 +195,8 @@ def read_facts(body: bytes) -> EventFacts:
         generated_at, unprocessable = None, "generatedDate has no UTC form (out of range)"
     if (odd := odd_id(event_type, payload)) is not None:
         unprocessable = f"{odd} is not a Codat id (a UUID)"
+    elif (too_many := oversized(event_type, payload)) is not None:
+        unprocessable = too_many
     return EventFacts(
         event_id=envelope.id,
         event_type=event_type,

@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from app import tracing
+from app.codat.datatypes import event_type_label
 from app.metrics import WEBHOOKS_RECEIVED
 from app.webhooks.envelope import clamped_to_receipt, read_facts
 from app.webhooks.signature import InvalidSignature, SignatureVerifier, delivery_id
@@ -94,7 +95,7 @@ async def receive_delivery(receiver: Receiver, body: bytes, headers: Mapping[str
         # Codat's ids are short (`msg_...`); a longer one could never be stored.
         return _rejected("rejected_delivery_id", 400, "delivery id longer than 255 characters")
     event = incoming_event(delivery, body, datetime.now(UTC))
-    event_type = event.event_type or ""
+    event_type = event_type_label(event.event_type)
     try:
         result = await receiver.writer.store(event)
     except DatabaseUnavailable:
@@ -107,7 +108,7 @@ async def receive_delivery(receiver: Receiver, body: bytes, headers: Mapping[str
             extra={"delivery_id": event.delivery_id, "reason": event.unprocessable_reason},
         )
     WEBHOOKS_RECEIVED.labels(event_type=event_type, outcome=outcome).inc()
-    return Answer(200, {"status": outcome})
+    return Answer(200, {"status": result.answer})
 
 
 # Said with a 413: the server would otherwise read (and drop) the rest of the body to keep

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert
+from sqlalchemy import Insert, select
 from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db import dialect_insert
 from app.models import EventStatus, WebhookEvent
@@ -38,6 +38,15 @@ class StoreResult(enum.StrEnum):
     STORED = "stored"
     UNPROCESSABLE = "unprocessable"  # stored, kept aside: never offered to the worker
     DUPLICATE = "duplicate"
+    # A delivery id already stored with another body: answered as a duplicate (the first
+    # body is the one kept), but a sender reusing ids, or a replay of a captured id with a
+    # new body, is worth a warning and a count.
+    DUPLICATE_MISMATCH = "duplicate_mismatch"
+
+    @property
+    def answer(self) -> str:
+        """What the sender is told."""
+        return StoreResult.DUPLICATE.value if self is StoreResult.DUPLICATE_MISMATCH else self.value
 
 
 class DatabaseUnavailable(Exception):
@@ -225,16 +234,40 @@ class EventWriter:
         rows = [event.row() for event in first_by_id.values()]
         async with self._engine.begin() as connection:
             inserted = set((await connection.execute(self._insert, rows)).scalars())
+            # Bodies already stored under the ids of this batch's duplicates (rare).
+            stored = await _stored_bodies(connection, set(first_by_id) - inserted)
         results = []
         for event in events:
             if event.delivery_id not in inserted:
-                results.append(StoreResult.DUPLICATE)
+                kept = stored.get(event.delivery_id, first_by_id[event.delivery_id].raw_body)
+                results.append(_duplicate(event, kept))
             elif event.unprocessable_reason is None:
                 results.append(StoreResult.STORED)
             else:
                 results.append(StoreResult.UNPROCESSABLE)
             inserted.discard(event.delivery_id)
         return results
+
+
+async def _stored_bodies(connection: AsyncConnection, delivery_ids: set[str]) -> dict[str, bytes]:
+    if not delivery_ids:
+        return {}
+    rows = await connection.execute(
+        select(WebhookEvent.delivery_id, WebhookEvent.raw_body).where(
+            WebhookEvent.delivery_id.in_(delivery_ids)
+        )
+    )
+    return {row.delivery_id: row.raw_body for row in rows}
+
+
+def _duplicate(event: IncomingEvent, kept: bytes) -> StoreResult:
+    if event.raw_body == kept:
+        return StoreResult.DUPLICATE
+    log.warning(
+        "duplicate delivery id with a different body: the first body is kept",
+        extra={"delivery_id": event.delivery_id, "size": len(event.raw_body)},
+    )
+    return StoreResult.DUPLICATE_MISMATCH
 
 
 def _row_refused(exc: BaseException) -> bool:
@@ -284,7 +317,9 @@ def log_commit(
         for event, result in zip(events, results, strict=True)
         if result is StoreResult.STORED
     )
-    duplicates = sum(result is StoreResult.DUPLICATE for result in results)
+    duplicates = sum(
+        result in (StoreResult.DUPLICATE, StoreResult.DUPLICATE_MISMATCH) for result in results
+    )
     if stored or duplicates:
         log.info(
             "events stored",
