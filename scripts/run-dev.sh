@@ -25,7 +25,10 @@ fi
 if [ -z "${STATUS_API_TOKENS:-}" ]; then
   export STATUS_API_TOKENS=$dev_token
   chosen+=("STATUS_API_TOKENS=$dev_token")
-  echo "Using the development status API token: $dev_token"
+  # The dashboard is on the listener of the status API: the internal one when there is one.
+  ui="http://${HOST:-127.0.0.1}:${PORT:-8000}/ui"
+  [ -z "${INTERNAL_PORT:-}" ] || ui="http://${INTERNAL_HOST:-127.0.0.1}:$INTERNAL_PORT/ui"
+  echo "Using the development status API token: $dev_token (sign in to the dashboard with it: $ui)"
 fi
 if [ -z "${CODAT_API_KEY:-}" ]; then
   export CODAT_API_KEY=$sandbox_key CODAT_BASE_URL=http://127.0.0.1:$sandbox_port
