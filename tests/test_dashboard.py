@@ -24,6 +24,7 @@ from app.models import (
     DataTypeState,
     EventStatus,
     Job,
+    RateLimitState,
     WebhookEvent,
     WriteOutcome,
     utcnow,
@@ -90,13 +91,16 @@ async def test_no_page_or_action_is_reachable_without_the_session(
     guarded = [route for route in routes if route not in PUBLIC]
     assert len(guarded) >= 12, routes
     event_id = await add_event(engine, EventStatus.DEAD)
+    await seed_companies(engine)
+    await pause(engine)
     forged = new_session_cookie(b"not-a-configured-token", utcnow(), timedelta(hours=1))
     for cookies in ({}, {"dashboard_session": forged}, {"dashboard_session": "v1.9.x.y"}):
         client.cookies.clear()
         for cookie, value in cookies.items():
             client.cookies.set(cookie, value, path="/ui")
         for method, path in guarded:
-            url = path.replace("{event_id:int}", str(event_id)).replace("{company_id}", COMPANY)
+            url = path.replace("{event_id:int}", str(event_id))
+            url = url.replace("{company_id}", "c-ready")
             response = await client.request(method, url, data={"csrf": "x", "status": "dead"})
             assert response.status_code == 401, (method, url, cookies)
             assert "Sign in" in response.text and 'name="token"' in response.text
@@ -104,6 +108,26 @@ async def test_no_page_or_action_is_reachable_without_the_session(
         event = await session.get(WebhookEvent, event_id)
         assert event is not None and event.status == EventStatus.DEAD
         assert (await session.scalars(select(Job))).all() == []
+        state = await session.get(RateLimitState, 1)
+        assert state is not None and state.paused_until is not None
+
+
+async def pause(engine: AsyncEngine) -> None:
+    """Calls to Codat paused for three hours, the quota spent."""
+    now = utcnow()
+    async with session_factory(engine)() as session:
+        session.add(
+            RateLimitState(
+                id=1,
+                paused_until=now + timedelta(hours=3),
+                reason="rateLimit.reached",
+                event_at=now,
+                updated_at=now,
+                daily_quota=1000,
+                quota_remaining=0,
+            )
+        )
+        await session.commit()
 
 
 async def test_the_session_is_refused_before_a_big_body_is_read(
@@ -195,6 +219,28 @@ async def test_a_form_over_the_cap_is_refused(client: httpx.AsyncClient) -> None
         "/ui/events/replay", data={"csrf": csrf_of(page.text), "event_type": "x" * 9000}
     )
     assert response.status_code == 413
+
+
+async def test_a_pause_is_lifted_from_the_overview_with_the_command(
+    client: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    await pause(engine)
+    await sign_in(client)
+    overview = await client.get("/ui")
+    assert "Paused until" in overview.text and "0 of 1000 a day" in overview.text
+    refused = await client.post("/ui/rate-limit/resume", data={})
+    assert refused.status_code == 403
+    async with session_factory(engine)() as session:
+        assert (await session.get(RateLimitState, 1)).paused_until is not None  # type: ignore[union-attr]
+    lifted = await client.post("/ui/rate-limit/resume", data={"csrf": csrf_of(overview.text)})
+    assert lifted.headers["location"] == "/ui?resumed=lifted"
+    after = (await client.get(lifted.headers["location"])).text
+    assert "The pause is lifted" in after and "Calls to Codat are not paused" in after
+    async with session_factory(engine)() as session:
+        state = await session.get(RateLimitState, 1)
+        assert state is not None and state.paused_until is None
+    again = await client.post("/ui/rate-limit/resume", data={"csrf": csrf_of(after)})
+    assert again.headers["location"] == "/ui?resumed=none"
 
 
 async def test_signing_out_ends_the_session(client: httpx.AsyncClient) -> None:

@@ -237,7 +237,18 @@ async def overview(request: Request, db: Session, signed: Signed) -> Response:
         states=states,
         state_names=reads.COMPANY_STATES,
         overview_states=("ready", "incomplete", "needs_reauth", "stale"),
+        resumed=request.query_params.get("resumed"),
     )
+
+
+@router.post("/rate-limit/resume")
+async def resume_rate_limit(request: Request, db: Session, form: CheckedForm) -> Response:
+    """Lift a pause by hand, as `POST /api/v1/rate-limit/resume` and `codat-webhooks
+    resume` do (logged and announced by the command)."""
+    resumed = await commands.resume_rate_limit(
+        db, utcnow(), endpoints=request.app.state.settings.notify_endpoints
+    )
+    return _redirect(PREFIX, resumed="lifted" if resumed.lifted else "none")
 
 
 # -- events ---------------------------------------------------------------------------------
