@@ -235,27 +235,26 @@ def prune(
     older_than: Annotated[str, typer.Option(help="Age, e.g. 30d, 12h")] = "30d",
 ) -> None:
     """Delete processed and ignored events older than the given age (never pending,
-    failed, dead or unprocessable ones), and changes as old whose deliveries are settled."""
+    failed, dead or unprocessable ones), and changes as old whose deliveries are settled.
+    In batches, each its own transaction: the service goes on receiving meanwhile."""
     from app.changes.deliveries import prune_changes
-    from app.models import EventStatus, WebhookEvent, utcnow
+    from app.db import create_engine, session_factory
+    from app.models import utcnow
+    from app.processing.commands import prune_events
 
     age = parse_age(older_than)
     settings = load_settings(dev_env=True)
 
-    async def work(session: AsyncSession) -> tuple[int, int]:
-        from sqlalchemy import delete
+    async def work() -> tuple[int, int]:
+        engine = create_engine(settings.database_url)
+        try:
+            sessions = session_factory(engine)
+            cutoff = utcnow() - age
+            return await prune_events(sessions, cutoff), await prune_changes(sessions, cutoff)
+        finally:
+            await engine.dispose()
 
-        cutoff = utcnow() - age
-        result = await session.execute(
-            delete(WebhookEvent).where(
-                WebhookEvent.status.in_([EventStatus.PROCESSED, EventStatus.IGNORED]),
-                WebhookEvent.processed_at < cutoff,
-            )
-        )
-        changes = await prune_changes(session, cutoff)
-        return int(getattr(result, "rowcount", 0) or 0), changes
-
-    events, changes = _run(_with_session(settings, work))
+    events, changes = _run(work())
     typer.echo(f"pruned {events} event(s) and {changes} change(s) older than {older_than}")
 
 

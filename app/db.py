@@ -7,11 +7,11 @@ async throughout, so it swaps in the async driver for each.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
+from sqlalchemy import ColumnElement, delete, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
@@ -23,6 +23,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import InstrumentedAttribute
+
     from app.config import Settings
 
 # Connections the web side keeps: receiving's group commits and the status API's reads.
@@ -104,3 +106,42 @@ def worker_pool_size(settings: Settings) -> int:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# Rows one pruning transaction deletes: small enough that a writer waiting for it (every
+# writer, on SQLite) waits milliseconds, large enough that the per-batch cost is small.
+DELETE_BATCH = 5000
+
+
+async def delete_in_batches(
+    sessions: async_sessionmaker[AsyncSession],
+    key: InstrumentedAttribute[int],
+    conditions: Sequence[ColumnElement[bool]],
+    *,
+    batch: int = DELETE_BATCH,
+    also: Callable[[AsyncSession, int, int], Awaitable[None]] | None = None,
+) -> int:
+    """Delete the rows matching `conditions`, `batch` at a time in key order, each batch
+    its own short transaction; how many were deleted.
+
+    One DELETE of a million rows holds its locks (SQLite: the whole database) and its WAL
+    until it ends; batches let receiving go on between them. Each batch starts after the
+    last key of the one before, so it never walks again over what was just deleted.
+    `also(session, after, upper)` runs in each batch's transaction for the rows it
+    deleted, keys in (after, upper]."""
+    deleted, after = 0, 0
+    while True:
+        async with sessions.begin() as session:
+            first = (
+                select(key).where(*conditions, key > after).order_by(key).limit(batch).subquery()
+            )
+            upper = await session.scalar(select(func.max(first.c[0])))
+            if upper is None:
+                return deleted
+            result = await session.execute(
+                delete(key.class_).where(*conditions, key > after, key <= upper)
+            )
+            deleted += int(getattr(result, "rowcount", 0) or 0)
+            if also is not None:
+                await also(session, after, upper)
+        after = upper

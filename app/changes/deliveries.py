@@ -1,6 +1,7 @@
 """Reading and replaying deliveries of changes: plain functions the API and CLI share.
 
-They do not commit: the caller commits once (the API's session, the CLI's helper)."""
+They do not commit: the caller commits once (the API's session, the CLI's helper). Only
+`prune_changes` commits, a batch at a time."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, delete, exists, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.db import DELETE_BATCH, delete_in_batches
 from app.models import Change, Delivery, DeliveryStatus
 
 # A delivery waiting or in hand is already on its way: replaying it would send it twice.
@@ -83,15 +85,28 @@ async def list_deliveries(
     return list(await session.scalars(statement.limit(limit)))
 
 
-async def prune_changes(session: AsyncSession, cutoff: datetime) -> int:
-    """Delete changes made before `cutoff` with their settled deliveries; a change still
-    waiting to be delivered somewhere stays until it is delivered or dead."""
+async def prune_changes(
+    sessions: async_sessionmaker[AsyncSession], cutoff: datetime, *, batch: int = DELETE_BATCH
+) -> int:
+    """Delete changes made before `cutoff` with their settled deliveries, in batches (each
+    its own transaction); a change still waiting to be delivered somewhere stays until it
+    is delivered or dead."""
     waiting = exists().where(Delivery.change_seq == Change.seq, Delivery.status.not_in(SETTLED))
-    result = await session.execute(delete(Change).where(Change.created_at < cutoff, ~waiting))
-    await session.execute(
-        delete(Delivery).where(
-            Delivery.status.in_(SETTLED),
-            ~exists().where(Change.seq == Delivery.change_seq),
+
+    async def settled_deliveries(session: AsyncSession, after: int, upper: int) -> None:
+        await session.execute(
+            delete(Delivery).where(
+                Delivery.change_seq > after,
+                Delivery.change_seq <= upper,
+                Delivery.status.in_(SETTLED),
+                ~exists().where(Change.seq == Delivery.change_seq),
+            )
         )
+
+    return await delete_in_batches(
+        sessions,
+        Change.seq,
+        [Change.created_at < cutoff, ~waiting],
+        batch=batch,
+        also=settled_deliveries,
     )
-    return int(getattr(result, "rowcount", 0) or 0)

@@ -6,7 +6,8 @@ Each works inside the caller's session and does not commit: the caller commits o
 API's session dependency, the CLI's session helper), so a refused request changes nothing.
 A refusal is a `CommandError`; the API maps its kinds to HTTP statuses in one place
 (app/api/errors.py), the CLI to an exit code. Whatever needs Codat is queued for the
-worker, which owns the rate-limit pause and the retries.
+worker, which owns the rate-limit pause and the retries. Pruning (CLI only) is the
+exception: it commits a batch at a time.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.changes.record import RATE_LIMIT_RESUMED, record_change
 from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES, Variant
 from app.config import NotifyEndpoint
+from app.db import DELETE_BATCH, delete_in_batches
 from app.models import Company, DataTypeState, EventStatus, RateLimitState, WebhookEvent
 from app.processing.freshness import request_reconcile, request_refresh
 from app.processing.queue import resume_waiting
@@ -139,6 +141,22 @@ async def replay_events(session: AsyncSession, filters: EventFilter, now: dateti
         update(WebhookEvent).where(*_bulk_replay_clauses(filters)).values(**_replay_values(now))
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# -- retention ------------------------------------------------------------------------------
+
+# Finished for good: nothing will look at them again, so they may go after a while.
+PRUNABLE = (EventStatus.PROCESSED, EventStatus.IGNORED)
+
+
+async def prune_events(
+    sessions: async_sessionmaker[AsyncSession], cutoff: datetime, *, batch: int = DELETE_BATCH
+) -> int:
+    """Delete processed and ignored events finished before `cutoff` (never pending, failed,
+    dead or unprocessable ones); how many. Unlike the other commands it commits, a batch at
+    a time, so that receiving goes on while a month of events is deleted."""
+    conditions = [WebhookEvent.status.in_(PRUNABLE), WebhookEvent.processed_at < cutoff]
+    return await delete_in_batches(sessions, WebhookEvent.id, conditions, batch=batch)
 
 
 # -- companies ------------------------------------------------------------------------------
