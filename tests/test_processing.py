@@ -516,6 +516,54 @@ async def test_a_finished_event_is_never_put_back_in_the_queue(
     assert (after.status, after.attempts, after.locked_until) == ("processed", 1, None)
 
 
+async def test_a_claim_takes_expired_leases_then_due_events_in_due_order(
+    engine: AsyncEngine, clock: Clock
+) -> None:
+    """Never an event not yet due or still leased; at most `limit`; a worker's expired
+    lease first, then the longest due."""
+    from sqlalchemy import insert
+
+    from app.processing.queue import claim_due
+
+    now = clock()
+    rows = {
+        "due-3": ("pending", now - timedelta(seconds=3), None),
+        "due-1": ("pending", now - timedelta(seconds=1), None),
+        "later": ("pending", now + timedelta(seconds=60), None),
+        "expired": ("processing", now - timedelta(seconds=9), now - timedelta(seconds=5)),
+        "held": ("processing", now - timedelta(seconds=9), now + timedelta(seconds=60)),
+        "due-2": ("pending", now - timedelta(seconds=2), None),
+    }
+    async with engine.begin() as connection:
+        await connection.execute(
+            insert(WebhookEvent),
+            [
+                {
+                    "delivery_id": name,
+                    "received_at": now,
+                    "raw_body": b"{}",
+                    "status": status,
+                    "attempts": 0,
+                    "next_attempt_at": due,
+                    "locked_until": until,
+                    "locked_by": "gone" if until else None,
+                }
+                for name, (status, due, until) in rows.items()
+            ],
+        )
+
+    async def claim(limit: int) -> set[str]:
+        async with engine.begin() as connection:
+            claimed = await claim_due(
+                connection, WebhookEvent, worker_id="w", limit=limit, now=now, lease=timedelta(60)
+            )
+        return {event.delivery_id for event in claimed}
+
+    assert await claim(3) == {"expired", "due-3", "due-2"}
+    assert await claim(10) == {"due-1"}
+    assert await claim(10) == set()
+
+
 async def test_events_claimed_ahead_are_handed_back_when_no_slot_frees(
     client: httpx.AsyncClient,
     engine: AsyncEngine,

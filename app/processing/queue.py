@@ -13,8 +13,20 @@ import random
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Executable, Table, and_, bindparam, case, false, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Table,
+    and_,
+    bindparam,
+    case,
+    false,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import InstrumentedAttribute
 
 from app import tracing
 from app.db import Executor, dialect_insert
@@ -38,16 +50,37 @@ async def claim_due(
     now: datetime,
     lease: timedelta,
 ) -> list[Queued]:
-    """Take up to `limit` due rows (or rows whose lease expired) and lease them to us."""
+    """Take up to `limit` rows whose lease expired, then due rows in due order, and lease
+    them to us.
+
+    Two claims, each an ordered range of the (status, next_attempt_at) index that stops at
+    `limit`. One claim of `pending OR lease expired` read and sorted every due row each
+    time: 184 ms a claim with 100,000 events waiting, so a bulk recovery drained ever
+    slower (bench.scale)."""
+    expired = and_(model.status == PROCESSING, model.locked_until < now)
+    claimed = await _claim(conn, model, expired, model.locked_until, worker_id, limit, now, lease)
+    if len(claimed) < limit:
+        due = and_(model.status == PENDING, model.next_attempt_at <= now)
+        claimed += await _claim(
+            conn, model, due, model.next_attempt_at, worker_id, limit - len(claimed), now, lease
+        )
+    return claimed
+
+
+async def _claim(
+    conn: AsyncConnection,
+    model: type[Queued],
+    condition: ColumnElement[bool],
+    order: InstrumentedAttribute[datetime | None],
+    worker_id: str,
+    limit: int,
+    now: datetime,
+    lease: timedelta,
+) -> list[Queued]:
     due = (
         select(model.id)
-        .where(
-            or_(
-                and_(model.status == PENDING, model.next_attempt_at <= now),
-                and_(model.status == PROCESSING, model.locked_until < now),
-            )
-        )
-        .order_by(model.next_attempt_at)
+        .where(condition)
+        .order_by(order)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
