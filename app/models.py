@@ -174,6 +174,9 @@ class Company(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
+    # The sweep's reconcile share: the companies reconciled longest ago (bench.scale).
+    __table_args__ = (Index("ix_companies_last_reconciled_at_id", "last_reconciled_at", "id"),)
+
 
 class DataTypeState(Base):
     """Freshness of one company's data type: the last read Codat reported, our last pull."""
@@ -197,6 +200,9 @@ class DataTypeState(Base):
     catch_ups: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[datetime]
 
+    # The sweep's overdue data: a range of old pulls, not a scan of every type's state.
+    __table_args__ = (Index("ix_data_type_states_last_pulled_at", "last_pulled_at"),)
+
 
 class Record(Base):
     """The local copy: one row per Codat record, the record itself kept as JSON."""
@@ -212,12 +218,14 @@ class Record(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONType)
     pulled_at: Mapped[datetime]
 
+    # The local copy's pages, in order from any cursor (app/api/queries.list_records).
     __table_args__ = (
         Index(
-            "ix_records_company_id_data_type_modified_date",
+            "ix_records_company_type_modified_id",
             "company_id",
             "data_type",
             "modified_date",
+            "record_id",
         ),
     )
 

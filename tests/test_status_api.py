@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.db import session_factory
 from app.main import create_app, create_split_apps
-from app.models import Company, DataTypeState, EventStatus, WebhookEvent, utcnow
+from app.models import Company, DataTypeState, EventStatus, Record, WebhookEvent, utcnow
 from app.processing.context import Context
 from app.processing.state import ensure_company
 from app.processing.worker import Worker
@@ -277,6 +277,50 @@ async def test_company_status_shows_freshness_records_and_writes(
     assert (await client.get("/api/v1/companies/nope", headers=AUTH)).status_code == 404
     nope = await client.get("/api/v1/companies/nope/data/bills", headers=AUTH)
     assert nope.status_code == 404
+
+
+async def test_the_local_copy_pages_in_order_from_any_cursor(
+    client: httpx.AsyncClient, engine: AsyncEngine, clock: Clock
+) -> None:
+    """Records without a modified date first (by id), then by (modified date, id), ties and
+    all, whatever the page size: every record once, in that order, with or without the
+    deleted ones and from a modified_after."""
+    now = clock()
+    # (id, modified, deleted): three without a date, then dates shared by three records each.
+    records: list[tuple[str, datetime | None, bool]] = [
+        (
+            f"bill-{(i * 7) % 23:02d}",
+            None if i < 3 else now - timedelta(days=30 - i // 3),
+            i % 5 == 0,
+        )
+        for i in range(23)
+    ]
+    async with engine.begin() as connection:
+        await ensure_company(connection, COMPANY, now)
+        await connection.execute(
+            insert(Record),
+            [
+                {
+                    "company_id": COMPANY,
+                    "data_type": "bills",
+                    "record_id": record_id,
+                    "modified_date": modified,
+                    "is_deleted": deleted,
+                    "data": {"id": record_id},
+                    "pulled_at": now,
+                }
+                for record_id, modified, deleted in records
+            ],
+        )
+    ordered = sorted(records, key=lambda r: (r[1] is not None, r[1] or now, r[0]))
+    url = f"/api/v1/companies/{COMPANY}/data/bills"
+    for limit in (1, 2, 3, 5, 50):
+        assert [r["id"] for r in await walk(client, url, limit=limit)] == [r[0] for r in ordered]
+    live = await walk(client, url, limit=2, include_deleted="false")
+    assert [r["id"] for r in live] == [r[0] for r in ordered if not r[2]]
+    since = now - timedelta(days=27)
+    later = await walk(client, url, limit=2, modified_after=since.isoformat())
+    assert [r["id"] for r in later] == [r[0] for r in ordered if r[1] is not None and r[1] > since]
 
 
 async def test_rate_limit_state(client: httpx.AsyncClient, ctx: Context, clock: Clock) -> None:
