@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, delete, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import StatementError
 from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -31,6 +32,22 @@ if TYPE_CHECKING:
 WEB_POOL_SIZE = 10
 
 ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+SHORT_ERROR_CHARS = 200
+
+
+def short_error(exc: BaseException) -> str:
+    """An error's class and the first line of its reason, for logs and `last_error`.
+
+    SQLAlchemy's text of a failed statement carries the SQL and its parameters (payload
+    data, raw bodies): only the driver's own message is kept, without its DETAIL lines."""
+    if isinstance(exc, StatementError) and exc.orig is not None:
+        cause: BaseException = exc.orig
+        text = str(cause)
+    else:
+        cause, text = exc, str(exc)
+    lines = text.strip().splitlines()
+    reason = lines[0][:SHORT_ERROR_CHARS] if lines else ""
+    return f"{type(cause).__name__}: {reason}" if reason else type(cause).__name__
 
 
 def async_url(database_url: str) -> URL:

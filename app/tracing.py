@@ -243,8 +243,19 @@ def record_exception(exc: BaseException) -> None:
     if _tracer is None:
         return
     from opentelemetry import trace
+    from sqlalchemy.exc import StatementError
 
-    trace.get_current_span().record_exception(exc)
+    span = trace.get_current_span()
+    if isinstance(exc, StatementError):
+        # Its text (and so a recorded stack's) holds the SQL and its parameters: payload data.
+        from app.db import short_error
+
+        span.add_event(
+            "exception",
+            {"exception.type": type(exc).__name__, "exception.message": short_error(exc)},
+        )
+        return
+    span.record_exception(exc)
 
 
 def _clean(attributes: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -26,7 +25,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app import tracing
 from app.config import Settings
 from app.db import create_engine, session_factory
-from app.logs import configure_logging
 from app.main import create_app
 from app.models import Job
 from app.processing.deliveries import Notifier
@@ -36,6 +34,7 @@ from app.sandbox.fake_codat import FakeCodat, serve_in_thread
 from tests.conftest import API_KEY, Clock, make_context, running
 from tests.support.consumer import NOTIFY_SECRET, Consumer
 from tests.support.flow import COMPANY, deliver, events, one, read_event, seed_company
+from tests.support.logging_setup import json_log_formatter
 from tests.support.signing import TEST_SECRET
 
 
@@ -217,12 +216,7 @@ async def test_a_job_runs_in_the_trace_of_whoever_asked_for_that_run(
 
 
 def test_log_lines_carry_the_active_spans_ids(spans: InMemorySpanExporter) -> None:
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level, structlog.get_config()
-    try:
-        configure_logging("INFO", "json")
-        formatter = root.handlers[0].formatter
-        assert formatter is not None
+    with json_log_formatter() as formatter:
 
         def line(message: str) -> dict[str, Any]:
             record = logging.LogRecord("app.test", logging.INFO, __file__, 1, message, (), None)
@@ -232,10 +226,6 @@ def test_log_lines_carry_the_active_spans_ids(spans: InMemorySpanExporter) -> No
         outside = line("outside")
         with tracing.span("a span", {}):
             inside = line("inside")
-    finally:
-        root.handlers[:], level, config = saved
-        root.setLevel(level)
-        structlog.configure(**config)
     assert "trace_id" not in outside and "span_id" not in outside
     [finished] = spans.get_finished_spans()
     assert inside["trace_id"] == f"{finished.context.trace_id:032x}"

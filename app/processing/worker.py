@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import tracing
 from app.codat.errors import CodatPaused, CodatRequestError
+from app.db import short_error
 from app.metrics import WORK_DONE, WORK_SECONDS
 from app.models import EventStatus
 from app.processing.context import Context, InvalidWork
@@ -382,7 +383,7 @@ class Worker:
 
     async def _settle_failed(self, item: Item, exc: Exception) -> str:
         queue = queue_of(item)
-        error = f"{type(exc).__name__}: {exc}"
+        error = short_error(exc)
         tracing.record_exception(exc)
         settings = self.ctx.settings
         if _hopeless(exc) or item.attempts >= settings.worker_max_attempts:

@@ -28,7 +28,7 @@ from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db import dialect_insert
+from app.db import dialect_insert, short_error
 from app.models import EventStatus, WebhookEvent
 
 log = logging.getLogger(__name__)
@@ -172,12 +172,12 @@ class EventWriter:
             if _row_refused(exc):
                 log.warning(
                     "event batch refused: storing its rows one by one",
-                    extra={"batch": len(batch), "error": _reason(exc)},
+                    extra={"batch": len(batch), "error": short_error(exc)},
                 )
                 results = await self._insert_one_by_one(events)
             else:
                 log.warning(
-                    "event store failed", extra={"batch": len(batch), "error": _reason(exc)}
+                    "event store failed", extra={"batch": len(batch), "error": short_error(exc)}
                 )
                 results = [DatabaseUnavailable(type(exc).__name__) for _ in batch]
         for (_, future), result in zip(batch, results, strict=True):
@@ -204,7 +204,7 @@ class EventWriter:
                 [result] = await self._insert_rows([event])
             except Exception as exc:
                 if _row_refused(exc):
-                    results.append(await self._keep_aside(event, _reason(exc)))
+                    results.append(await self._keep_aside(event, short_error(exc)))
                 else:
                     results.append(DatabaseUnavailable(type(exc).__name__))
             else:
@@ -218,7 +218,7 @@ class EventWriter:
         try:
             [result] = await self._insert_rows([event.kept_aside(reason)])
         except Exception as exc:
-            log.warning("event store failed", extra={"batch": 1, "error": _reason(exc)})
+            log.warning("event store failed", extra={"batch": 1, "error": short_error(exc)})
             return DatabaseUnavailable(type(exc).__name__)
         log.warning(
             "signed body kept as unprocessable",
@@ -329,13 +329,6 @@ def log_commit(
                 "event_types": dict(stored),
             },
         )
-
-
-def _reason(exc: BaseException) -> str:
-    """The driver's message only: SQLAlchemy's own text carries the SQL and the raw bodies."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        return f"{type(exc.orig).__name__}: {str(exc.orig)[:200]}"
-    return type(exc).__name__
 
 
 def _settle(
