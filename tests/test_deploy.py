@@ -773,7 +773,10 @@ def test_the_image_commands_migrate_serve_and_answer_health_checks(
             assert statuses == (200, 200), f"healthz, readyz: {statuses}\n{output[-4000:]}"
             internal = f"http://127.0.0.1:{internal_port}"
             assert get_status(f"{internal}/metrics") == 200
-            for path in ("/metrics", "/docs", "/openapi.json", "/api/v1/events"):
+            # The dashboard's templates and stylesheet are in the wheel, internal only.
+            assert get_status(f"{internal}/ui/sign-in") == 200
+            assert get_status(f"{internal}/ui/assets/dashboard.css") == 200
+            for path in ("/metrics", "/docs", "/openapi.json", "/api/v1/events", "/ui/sign-in"):
                 assert get_status(f"{base}{path}") == 404, f"the public listener has no {path}"
             check = subprocess.run(
                 healthcheck_command(runtime), env=env, capture_output=True, timeout=30
