@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install lock run screenshots test test-any-hour tools lint typecheck reliability bench-receive bench-process bench-status-api bench-dashboard bench-cost postgres clean
+.PHONY: install lock run screenshots test test-any-hour tools lint typecheck reliability bench-receive bench-process bench-status-api bench-dashboard bench-scale bench-cost postgres clean
 
 # Quiet pip, so one line says what the half minute is for.
 $(VENV)/.installed: pyproject.toml
@@ -71,6 +71,11 @@ bench-status-api: install postgres
 
 bench-dashboard: install postgres
 	$(BIN)/python -m bench.dashboard
+
+# 1,000 and 10,000 companies (about 15 minutes, a few GB of disk while it runs);
+# `python -m bench.scale --large` adds 100,000.
+bench-scale: install postgres
+	$(BIN)/python -m bench.scale
 
 bench-cost: install
 	$(BIN)/python -m bench.cost

@@ -106,6 +106,40 @@ class EventFactory:
         return msg_id, body.encode(), headers
 
 
+class RecoveryFactory:
+    """Event i: a `bills.write.unsuccessful` for push operation `push_key(i)` on company
+    `company_id(i % companies)`, its delivery id `msg_rec_<i>`."""
+
+    def __init__(self, secret: str, companies: int) -> None:
+        from bench.process import load_sample as load_write_sample
+        from bench.process_fake import CONNECTION_ID, company_id, push_key
+
+        self._template = load_write_sample()
+        self._template["payload"]["connectionId"] = CONNECTION_ID
+        self._company_id, self._push_key = company_id, push_key
+        self._companies = companies
+        self._webhook = Webhook(secret)
+        self._count = 0
+
+    def next(self) -> tuple[str, bytes, dict[str, str]]:
+        index = self._count
+        self._count += 1
+        msg_id = f"msg_rec_{index:07d}"
+        now = datetime.now(UTC)
+        event = json.loads(json.dumps(self._template))
+        event["id"] = str(uuid.uuid4())
+        event["generatedDate"] = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        event["payload"]["id"] = self._push_key(index)
+        event["payload"]["referenceCompany"]["id"] = self._company_id(index % self._companies)
+        body = json.dumps(event, separators=(",", ":"))
+        headers = {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": self._webhook.sign(msg_id, now, body),
+        }
+        return msg_id, body.encode(), headers
+
+
 def load_sample() -> dict[str, Any]:
     if SAMPLE.is_file():
         loaded: dict[str, Any] = json.loads(SAMPLE.read_text())
@@ -221,11 +255,17 @@ class Tally:
     statuses: dict[int, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     sent: int = 0
+    limit: int = 0  # --events: stop once this many are sent, whenever that is
+
+    def more(self, now: float) -> bool:
+        return self.sent < self.limit if self.limit else now < self.window_end
 
 
-async def worker(client: RawClient | HttpxClient, factory: EventFactory, tally: Tally) -> None:
+async def worker(
+    client: RawClient | HttpxClient, factory: EventFactory | RecoveryFactory, tally: Tally
+) -> None:
     clock = time.perf_counter
-    while clock() < tally.window_end:
+    while tally.more(clock()):
         msg_id, body, headers = factory.next()
         tally.sent += 1
         started = clock()
@@ -254,10 +294,19 @@ def percentile(ordered: list[float], fraction: float) -> float:
 
 async def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """(summary, detail): the detail holds the acknowledged ids and the latencies."""
-    factory = EventFactory(args.secret, load_sample())
-    body_bytes = len(factory.next()[1])
+    factory: EventFactory | RecoveryFactory
+    if args.recovery_companies:
+        factory = RecoveryFactory(args.secret, args.recovery_companies)
+        body_bytes = len(RecoveryFactory(args.secret, args.recovery_companies).next()[1])
+    else:
+        factory = EventFactory(args.secret, load_sample())
+        body_bytes = len(factory.next()[1])
     now = time.perf_counter()
-    tally = Tally(window_start=now + args.warmup, window_end=now + args.warmup + args.seconds)
+    if args.events:
+        # Every answer counts; the window closes when the last one is in.
+        tally = Tally(window_start=now, window_end=float("inf"), limit=args.events)
+    else:
+        tally = Tally(window_start=now + args.warmup, window_end=now + args.warmup + args.seconds)
     async with contextlib.AsyncExitStack() as stack:
         clients: list[RawClient | HttpxClient]
         if args.client == "httpx":
@@ -271,17 +320,18 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
         else:
             clients = [RawClient(args.url) for _ in range(args.concurrency)]
         await asyncio.gather(*(worker(client, factory, tally) for client in clients))
+    seconds = time.perf_counter() - now if args.events else args.seconds
     latencies = sorted(tally.window_latencies)
     non_2xx = sum(count for status, count in tally.statuses.items() if not 200 <= status < 300)
     summary = {
         "client": args.client,
         "concurrency": args.concurrency,
-        "seconds": args.seconds,
+        "seconds": seconds,
         "body_bytes": body_bytes,
         "sent": tally.sent,
         "acknowledged": len(tally.acked_ids),
         "window_acknowledged": len(latencies),
-        "events_per_s": len(latencies) / args.seconds,
+        "events_per_s": len(latencies) / seconds,
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
         "non_2xx": non_2xx,
@@ -300,6 +350,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw")
     parser.add_argument("--detail-out", help="write acknowledged ids and latencies here (JSON)")
+    parser.add_argument("--events", type=int, default=0, help="send exactly N, then stop")
+    parser.add_argument(
+        "--recovery-companies",
+        type=int,
+        default=0,
+        help="send bills.write.unsuccessful events over C companies (bench.process_fake's)",
+    )
     return parser.parse_args(argv)
 
 

@@ -218,7 +218,9 @@ class FakeServer:
 
 
 @contextlib.contextmanager
-def fake_codat(delay: float, companies: int, operations: int, log: Path) -> Iterator[FakeServer]:
+def fake_codat(
+    delay: float, companies: int, operations: int, log: Path, *, bill_pages: int = 0
+) -> Iterator[FakeServer]:
     """`bench.process_fake` in its own process; ready once it answers CALLS_PATH."""
     port = free_port()
     command = [
@@ -233,6 +235,8 @@ def fake_codat(delay: float, companies: int, operations: int, log: Path) -> Iter
         str(companies),
         "--operations",
         str(operations),
+        "--bill-pages",
+        str(bill_pages),
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=out)

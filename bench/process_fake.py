@@ -1,6 +1,7 @@
 """The fake Codat for `bench.process`, served in its own process.
 
     python -m bench.process_fake --port P [--delay 0.1] [--companies 50] [--operations N]
+                                 [--bill-pages P]
 
 `app.sandbox.fake_codat.FakeCodat` under uvicorn on 127.0.0.1 (its own interpreter,
 so it does not share a GIL with the benchmark driver), answering every call after
@@ -8,6 +9,12 @@ so it does not share a GIL with the benchmark driver), answering every call afte
 `company_id(0..C-1)` and, for each event index i below N, one Failed push operation
 `push_key(i)` on company `company_id(i % C)`: what a `bills.write.unsuccessful` event
 with that key looks up.
+
+With `--bill-pages P`, every company's bills list (`GET /companies/{id}/data/bills`) is
+P pages of 5,000 bills each (Codat's largest page), rendered once before it listens and
+sent as bytes: 16 pulls asking at once get their pages at once, as they would from
+Codat, instead of waiting in turn for the fake to build each page (`bench.scale`'s
+memory measure).
 
 `GET /_bench/calls` answers `{"push": {key: [[arrived, answered], ...]}, "other":
 {path: count}, "notified": {webhook-id: [arrived, ...]}}`: for each push operation key
@@ -22,19 +29,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.sandbox.fake_codat import FakeCodat
+from app.sandbox.fake_codat import FakeCodat, make_bill
 
 CONNECTION_ID = "2e9d2c44-f675-40ba-8049-353bfcb5e171"
 CALLS_PATH = "/_bench/calls"
 NOTIFY_PATH = "/_bench/notify"
+BILLS_PATH = re.compile(r"^/companies/([^/]+)/data/bills$")
+PAGE_SIZE = 5000
 VALIDATION_ERRORS = [
     {
         "itemId": "supplierRef.id",
@@ -52,11 +63,30 @@ def push_key(index: int) -> str:
     return f"10000000-0000-4000-8000-{index:012d}"
 
 
-class Recorder:
-    """ASGI middleware: times every push-operation look-up, and answers CALLS_PATH."""
+def render_bill_pages(pages: int) -> list[bytes]:
+    """Each page's body up to its `_links` (which name the company): 5,000 bills of about
+    1 KB, ids distinct across pages, modified in order."""
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    bodies = []
+    for page in range(pages):
+        results = []
+        for n in range(PAGE_SIZE):
+            index = page * PAGE_SIZE + n
+            bill = make_bill(f"bill-{index:07d}", amount=100 + index % 900)
+            bill["modifiedDate"] = (start + timedelta(seconds=index)).isoformat()
+            results.append(bill)
+        head = {"results": results, "pageNumber": page + 1, "pageSize": PAGE_SIZE}
+        bodies.append(json.dumps(head).encode()[:-1])
+    return bodies
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class Recorder:
+    """ASGI middleware: times every push-operation look-up, answers CALLS_PATH, and
+    serves the pre-rendered bill pages."""
+
+    def __init__(self, app: ASGIApp, pages: list[bytes] | None = None) -> None:
         self.app = app
+        self.pages = pages or []
         self.calls: defaultdict[str, list[tuple[float, float]]] = defaultdict(list)
         self.other: Counter[str] = Counter()
         self.notified: defaultdict[str, list[float]] = defaultdict(list)
@@ -84,6 +114,10 @@ class Recorder:
             )
             await send({"type": "http.response.body", "body": body})
             return
+        bills = BILLS_PATH.match(path) if self.pages else None
+        if scope["type"] == "http" and bills is not None:
+            await self._bill_page(scope, send, path)
+            return
         if scope["type"] != "http" or "/push/" not in path:
             if scope["type"] == "http":
                 self.other[f"{scope.get('method')} {path}"] += 1
@@ -98,8 +132,22 @@ class Recorder:
 
         await self.app(scope, receive, timed_send)
 
+    async def _bill_page(self, scope: Scope, send: Send, path: str) -> None:
+        self.other[f"GET {path}"] += 1
+        query = dict(
+            part.split("=", 1) for part in scope["query_string"].decode().split("&") if "=" in part
+        )
+        page = int(query.get("page", "1"))
+        links: dict[str, Any] = {"current": {"href": f"{path}?page={page}"}}
+        if page < len(self.pages):
+            links["next"] = {"href": f"{path}?page={page + 1}&pageSize={PAGE_SIZE}"}
+        body = self.pages[page - 1] + b', "_links": ' + json.dumps(links).encode() + b"}"
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
-def build(delay: float, companies: int, operations: int) -> Recorder:
+
+def build(delay: float, companies: int, operations: int, bill_pages: int = 0) -> Recorder:
     fake = FakeCodat()
     for index in range(companies):
         fake.add_company(company_id(index), CONNECTION_ID, name=f"Company {index}")
@@ -116,7 +164,7 @@ def build(delay: float, companies: int, operations: int) -> Recorder:
         )
     fake.reset_calls()
     fake.delay_all = delay
-    return Recorder(fake.app)
+    return Recorder(fake.app, render_bill_pages(bill_pages))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,8 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--companies", type=int, default=50)
     parser.add_argument("--operations", type=int, required=True, help="push operations to hold")
+    parser.add_argument("--bill-pages", type=int, default=0, help="pages of 5,000 bills each")
     args = parser.parse_args(argv)
-    app = build(args.delay, args.companies, args.operations)
+    app = build(args.delay, args.companies, args.operations, args.bill_pages)
     # A TCP-proto listener, as run_fake_codat has it: accepted sockets get TCP_NODELAY.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -246,7 +246,14 @@ def tail(path: Path, lines: int = 20) -> str:
 # --- one run ------------------------------------------------------------------------
 
 
-def load(target: Server, args: argparse.Namespace, detail: Path, seconds: float) -> dict[str, Any]:
+def load(
+    target: Server,
+    args: argparse.Namespace,
+    detail: Path,
+    seconds: float,
+    extra: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One `bench.loadgen` run against `target` (`extra`: more of its options)."""
     command = [
         sys.executable,
         "-m",
@@ -263,6 +270,7 @@ def load(target: Server, args: argparse.Namespace, detail: Path, seconds: float)
         str(args.concurrency),
         "--detail-out",
         str(detail),
+        *extra,
     ]
     server_cpu = cpu_seconds(target.pid)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -113,10 +113,33 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
+def receive_full_and_empty(
+    full: str, args: argparse.Namespace, workdir: Path
+) -> dict[str, list[float]]:
+    """Events/s into the full database and a fresh empty one, full, empty, empty, full
+    (ABBA: drift on a shared machine cancels); the empty one is dropped afterwards."""
+    empty = PostgresDatabase(args.pg_admin_url)
+    receive: dict[str, list[float]] = {"full": [], "empty": []}
+    try:
+        upgrade(empty.url)
+        for index, label in enumerate(("full", "empty", "empty", "full")):
+            url = full if label == "full" else empty.url
+            with server("service", url, workdir / f"recv-{label}-{index}.log") as running:
+                result = load(running, args, workdir / f"recv-{label}-{index}.json", args.seconds)
+            receive[label].append(result["events_per_s"])
+            print(
+                f"  receive into {label:<5} table: {result['events_per_s']:,.0f} events/s, "
+                f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms",
+                flush=True,
+            )
+    finally:
+        empty.drop()
+    return receive
+
+
 def benchmark(args: argparse.Namespace) -> None:
     os.environ["STATUS_API_TOKENS"] = TOKEN
     full = PostgresDatabase(args.pg_admin_url)
-    empty: PostgresDatabase | None = None
     try:
         upgrade(full.url)
         print(f"seeding {args.events:,} events ...", flush=True)
@@ -144,19 +167,7 @@ def benchmark(args: argparse.Namespace) -> None:
                     f"{percentile(samples, 0.99):>7.2f} {statistics.fmean(samples):>8.2f}"
                 )
 
-            empty = PostgresDatabase(args.pg_admin_url)
-            upgrade(empty.url)
-            receive: dict[str, list[float]] = {"full": [], "empty": []}
-            for label in ("full", "empty", "empty", "full"):
-                url = full.url if label == "full" else empty.url
-                with server("service", url, workdir / f"recv-{label}.log") as running:
-                    result = load(running, args, workdir / f"recv-{label}.json", args.seconds)
-                receive[label].append(result["events_per_s"])
-                print(
-                    f"  receive into {label:<5} table: {result['events_per_s']:,.0f} events/s, "
-                    f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms",
-                    flush=True,
-                )
+            receive = receive_full_and_empty(full.url, args, workdir)
             full_rate = statistics.fmean(receive["full"])
             empty_rate = statistics.fmean(receive["empty"])
             print(
@@ -165,8 +176,6 @@ def benchmark(args: argparse.Namespace) -> None:
             )
     finally:
         full.drop()
-        if empty is not None:
-            empty.drop()
 
 
 def main(argv: list[str] | None = None) -> None:
