@@ -180,22 +180,27 @@ INTERACTIVE = """() => {
 }"""
 
 
+async def keyboard_misses(page: Page, url: str) -> list[str]:
+    """The controls of the page at `url` that pressing Tab never reaches."""
+    await page.goto(url)
+    controls: list[str] = await page.evaluate(INTERACTIVE)
+    assert controls, url
+    reached: set[int] = set()
+    # A date-time field takes a Tab for each of its parts: allow a few presses each.
+    for _ in range(4 * len(controls) + 20):
+        if len(reached) == len(controls):
+            break
+        await page.keyboard.press("Tab")
+        marker = await page.evaluate("() => document.activeElement?.getAttribute('data-kb')")
+        if marker is not None:
+            reached.add(int(marker))
+    return [controls[i] for i in range(len(controls)) if i not in reached]
+
+
 async def test_every_control_is_reachable_by_keyboard(
     site: str, page: Page, engine: AsyncEngine
 ) -> None:
+    assert await keyboard_misses(page, f"{site}/ui/sign-in") == []
     await sign_in(page, site)
     for url in await dashboard_pages(page, site, engine):
-        await page.goto(url)
-        controls: list[str] = await page.evaluate(INTERACTIVE)
-        assert controls, url
-        reached: set[int] = set()
-        # A date-time field takes a Tab for each of its parts: allow a few presses each.
-        for _ in range(4 * len(controls) + 20):
-            if len(reached) == len(controls):
-                break
-            await page.keyboard.press("Tab")
-            marker = await page.evaluate("() => document.activeElement?.getAttribute('data-kb')")
-            if marker is not None:
-                reached.add(int(marker))
-        missed = [controls[i] for i in range(len(controls)) if i not in reached]
-        assert missed == [], url
+        assert await keyboard_misses(page, url) == [], url
