@@ -400,3 +400,60 @@ async def test_the_sweep_catches_up_a_lost_read_instead_of_hiding_it_with_a_refr
     assert state.catch_ups == 1, "counted as a missed webhook"
     refreshed = {c.path.rsplit("/", 1)[1] for c in queue_calls(fake_codat)}
     assert "bills" not in refreshed, "Codat had just read bills: a pull, not a refresh"
+
+
+async def test_a_sweep_after_a_long_outage_over_many_companies_asks_within_its_pace(
+    engine: AsyncEngine, clock: Clock, make_ctx: Callable[..., Context]
+) -> None:
+    """33,000 companies with data overdue (more than one statement may carry as
+    parameters, on either database): the sweep still runs, and sends the stalest
+    companies its pace allows to reconcile, each with its overdue type."""
+    from sqlalchemy import insert
+
+    from app.processing.freshness import run_sweep
+
+    companies = 33_000
+    # A share of 66,000 calls a day: the room holds every company, the pace 688 calls.
+    ctx = make_ctx(codat_daily_quota=330_000, bill_pay_variant="sync")
+    now = clock()
+    ids = [f"company-{i:05d}" for i in range(companies)]
+    async with engine.begin() as connection:
+        await connection.execute(
+            insert(Company),
+            [
+                {
+                    "id": company_id,
+                    "status": "active",
+                    "last_reconciled_at": now,  # reconciles are not what this tests
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for company_id in ids
+            ],
+        )
+        await connection.execute(
+            insert(DataTypeState),
+            [
+                {
+                    "company_id": company_id,
+                    "data_type": "bills",
+                    # Company i pulled i seconds after the first: the first are stalest.
+                    "last_pulled_at": now - timedelta(days=3) + timedelta(seconds=i),
+                    "record_count": 0,
+                    "updated_at": now,
+                }
+                for i, company_id in enumerate(ids)
+            ],
+        )
+
+    await run_sweep(ctx, Job(kind=SWEEP, key=SWEEP_KEY))
+
+    async with engine.connect() as connection:
+        queued = (
+            await connection.execute(
+                select(Job.company_id, Job.params).where(Job.kind == "reconcile")
+            )
+        ).all()
+    pace = -(-330_000 * 0.2 * 15 // (24 * 60))  # 688 calls; a company costs 2
+    assert sorted(company_id for company_id, _ in queued) == ids[: int(pace) // 2]
+    assert all(params == {"refresh": ["bills"]} for _, params in queued)

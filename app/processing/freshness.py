@@ -39,6 +39,8 @@ SWEEP_KEY = "sweep"
 FINISHED_PUSH = {"Success", "Failed", "TimedOut"}
 # Codat's default quota is 1,000 x (1 + companies) a day (CODAT.md §3.4).
 QUOTA_PER_COMPANY = 1000
+# Companies whose overdue types one statement loads (a bound on its parameters).
+SWEEP_SLICE = 1000
 
 
 def refresh_key(company_id: str, data_type: str) -> str:
@@ -262,42 +264,42 @@ async def _overdue_by_company(
         return {}
     overdue = _overdue_condition(ctx, now)
     stalest = func.min(func.coalesce(DataTypeState.last_pulled_at, EPOCH))
-    # Each company costs at least two calls: no more can fit than room // 2.
-    company_ids = list(
-        await session.scalars(
-            select(DataTypeState.company_id)
+    limit = min(budget.pace, budget.room)
+    # Each company costs at least two calls: no more can fit than limit // 2.
+    candidates = (
+        await session.execute(
+            select(DataTypeState.company_id, func.count())
             .join(Company, Company.id == DataTypeState.company_id)
             .where(*overdue)
             .group_by(DataTypeState.company_id)
             .order_by(stalest, DataTypeState.company_id)
-            .limit(budget.room // sweep_cost(1))
+            .limit(max(1, limit // sweep_cost(1)))
         )
-    )
-    if not company_ids:
-        return {}
-    by_company: dict[str, list[DataTypeState]] = {company_id: [] for company_id in company_ids}
-    rows = await session.scalars(
-        select(DataTypeState)
-        .join(Company, Company.id == DataTypeState.company_id)
-        .where(*overdue, DataTypeState.company_id.in_(company_ids))
-        .order_by(DataTypeState.last_pulled_at.nulls_first(), DataTypeState.data_type)
-    )
-    for row in rows:
-        by_company[row.company_id].append(row)
-    chosen: dict[str, list[DataTypeState]] = {}
+    ).all()
+    counts: dict[str, int] = {}
     spent = 0
-    limit = min(budget.pace, budget.room)
-    for company_id in company_ids:
-        types = by_company[company_id]
-        cost = sweep_cost(len(types))
-        if not chosen:
-            types = types[: budget.room - 1]  # the first company, in part if need be
-            cost = sweep_cost(len(types))
-        elif spent + cost > limit:
+    for company_id, overdue_types in candidates:
+        count = int(overdue_types)
+        if not counts:
+            count = min(count, budget.room - 1)  # the first company, in part if need be
+        elif spent + sweep_cost(count) > limit:
             break
-        chosen[company_id] = types
-        spent += cost
-    return chosen
+        counts[company_id] = count
+        spent += sweep_cost(count)
+    chosen: dict[str, list[DataTypeState]] = {company_id: [] for company_id in counts}
+    # In slices: a sweep after a long outage may choose tens of thousands of companies,
+    # more than one statement may carry as parameters (32,767 on asyncpg).
+    ids = list(counts)
+    for start in range(0, len(ids), SWEEP_SLICE):
+        rows = await session.scalars(
+            select(DataTypeState)
+            .join(Company, Company.id == DataTypeState.company_id)
+            .where(*overdue, DataTypeState.company_id.in_(ids[start : start + SWEEP_SLICE]))
+            .order_by(DataTypeState.last_pulled_at.nulls_first(), DataTypeState.data_type)
+        )
+        for row in rows:
+            chosen[row.company_id].append(row)
+    return {company_id: types[: counts[company_id]] for company_id, types in chosen.items()}
 
 
 async def _spend_sweep_budget(
