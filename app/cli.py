@@ -235,27 +235,36 @@ def prune(
     older_than: Annotated[str, typer.Option(help="Age, e.g. 30d, 12h")] = "30d",
 ) -> None:
     """Delete processed and ignored events older than the given age (never pending,
-    failed, dead or unprocessable ones), and changes as old whose deliveries are settled.
+    failed, dead or unprocessable ones), changes as old whose deliveries are settled, and
+    the local copy of companies Codat deleted that long ago.
     In batches, each its own transaction: the service goes on receiving meanwhile."""
     from app.changes.deliveries import prune_changes
     from app.db import create_engine, session_factory
     from app.models import utcnow
     from app.processing.commands import prune_events
+    from app.processing.lifecycle import prune_deleted_companies
 
     age = parse_age(older_than)
     settings = load_settings(dev_env=True)
 
-    async def work() -> tuple[int, int]:
+    async def work() -> tuple[int, int, int]:
         engine = create_engine(settings.database_url)
         try:
             sessions = session_factory(engine)
             cutoff = utcnow() - age
-            return await prune_events(sessions, cutoff), await prune_changes(sessions, cutoff)
+            return (
+                await prune_events(sessions, cutoff),
+                await prune_changes(sessions, cutoff),
+                await prune_deleted_companies(sessions, cutoff),
+            )
         finally:
             await engine.dispose()
 
-    events, changes = _run(work())
-    typer.echo(f"pruned {events} event(s) and {changes} change(s) older than {older_than}")
+    events, changes, companies = _run(work())
+    typer.echo(
+        f"pruned {events} event(s), {changes} change(s) and the local copy of {companies}"
+        f" deleted compan(y/ies) older than {older_than}"
+    )
 
 
 @cli.command("notify-endpoints")

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -164,6 +165,17 @@ class Company(Base):
     connection_id: Mapped[str | None] = mapped_column(String(255))
     connection_status: Mapped[str | None] = mapped_column(String(64))
     connection_event_at: Mapped[datetime | None]
+    # Blocked until linked again: no refresh, pull or reconcile (a disconnected, failed,
+    # deleted or deauthorised connection, or a read that ended in AuthError).
+    needs_reauth: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # What blocked it: the connection event, Codat's connection status or `AuthError`.
+    reauth_reason: Mapped[str | None] = mapped_column(String(64))
+    # Where the SMB authorises again: the connection's `linkUrl` or the company's `redirect`.
+    link_url: Mapped[str | None] = mapped_column(String(2048))
+    # Codat's `referenceCompany.tags` (where platforms keep their own customer id).
+    tags: Mapped[dict[str, str] | None] = mapped_column(JSONType)
+    # When company.deleted was processed: `prune` removes its local copy after retention.
+    deleted_at: Mapped[datetime | None]
     initial_read_status: Mapped[str | None] = mapped_column(String(32))
     initial_read_failures: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     initial_read_at: Mapped[datetime | None]

@@ -83,6 +83,11 @@ COMPANY_SUMMARY = CompanySummary(
     status="active",
     connection_id=CONNECTION,
     connection_status="Linked",
+    needs_reauth=False,
+    reauth_reason=None,
+    link_url=None,
+    tags={"customerId": "cus_123"},
+    deleted_at=None,
     initial_read_status="complete",
     updated_at=PROCESSED,
 )

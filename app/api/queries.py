@@ -4,11 +4,12 @@ tests call them too). They read; what changes state is in app/processing/command
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.errors import ApiError
@@ -114,8 +115,37 @@ async def _found(session: AsyncSession, model: type[M], key: Any, what: str) -> 
 # -- companies and the local copy -----------------------------------------------------------
 
 
-async def list_companies(session: AsyncSession, *, limit: int, cursor: str | None) -> CompanyPage:
-    query = select(Company)
+# Codat's tags are a string map; a key filtered on is kept to these characters so that it
+# goes into each database's JSON path as it is.
+TAG_KEY = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
+
+
+def tag_clauses(tags: list[str]) -> list[ColumnElement[bool]]:
+    """`key:value` filters on Codat's `referenceCompany.tags`, all of which must match."""
+    clauses: list[ColumnElement[bool]] = []
+    for tag in tags:
+        key, sep, value = tag.partition(":")
+        if not sep or not TAG_KEY.fullmatch(key) or len(value) > 100:
+            raise ApiError(
+                400,
+                f"tag {tag[:120]!r} is not key:value (key of letters, digits, _ . -;"
+                " value at most 100 characters)",
+            )
+        clauses.append(Company.tags[key].as_string() == value)
+    return clauses
+
+
+async def list_companies(
+    session: AsyncSession,
+    *,
+    limit: int,
+    cursor: str | None,
+    tags: list[str] | None = None,
+    needs_reauth: bool | None = None,
+) -> CompanyPage:
+    query = select(Company).where(*tag_clauses(tags or []))
+    if needs_reauth is not None:
+        query = query.where(Company.needs_reauth.is_(needs_reauth))
     if cursor:
         (last_id,) = decode_cursor(cursor, str)
         query = query.where(Company.id > last_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from app.api.types import IsoDateTime, Text
 from app.models import EventStatus
@@ -79,10 +79,35 @@ class CompanySummary(BaseModel):
     connection_status: str | None = Field(
         description="Codat's status of that connection, e.g. `Linked`, `Deauthorized`"
     )
+    needs_reauth: bool = Field(
+        description="The connection must be linked again (disconnected, failed, deleted, "
+        "deauthorised, or a read ended in `AuthError`): no refresh, pull or reconcile is "
+        "sent for the company until it is"
+    )
+    reauth_reason: str | None = Field(
+        description="What made it need re-linking, e.g. `connection.disconnected`, "
+        "`Deauthorized`, `AuthError`; null when it does not"
+    )
+    link_url: str | None = Field(
+        description="Where the SMB links the connection again (Codat's `linkUrl` or the "
+        "company's `redirect`), when Codat gave one"
+    )
+    tags: dict[str, str] = Field(
+        description="Codat's `referenceCompany.tags` (e.g. the platform's own customer id)"
+    )
+    deleted_at: datetime | None = Field(
+        description="When company.deleted came; `prune` removes its local copy after the "
+        "retention period"
+    )
     initial_read_status: str | None = Field(
         description="`complete` or `incomplete` once read.completed.initial came; else null"
     )
     updated_at: datetime = Field(description="When this service last changed the company")
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _no_tags_is_empty(cls, value: object) -> object:
+        return {} if value is None else value
 
 
 class DataTypeFreshness(BaseModel):

@@ -161,11 +161,26 @@ async def replay_events(db: Session, body: Annotated[ReplayRequest, Body()]) -> 
     responses={200: answer(examples.COMPANY_PAGE)},
 )
 async def list_companies(
-    db: Session, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    db: Session,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(
+            description="Only companies with this Codat tag, as `key:value` (e.g. "
+            "`customerId:cus_123`); repeat for several, all must match"
+        ),
+    ] = None,
+    needs_reauth: Annotated[
+        bool | None,
+        Query(description="Only companies that need (true) or do not need (false) re-linking"),
+    ] = None,
 ) -> CompanyPage:
-    """The Codat companies events have told of, by id, with their connection and initial
-    read."""
-    return await queries.list_companies(db, limit=limit, cursor=cursor)
+    """The Codat companies events have told of, by id, with their connection, tags,
+    whether they need re-authorisation, and their initial read."""
+    return await queries.list_companies(
+        db, limit=limit, cursor=cursor, tags=tag, needs_reauth=needs_reauth
+    )
 
 
 @router.get(

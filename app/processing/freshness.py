@@ -25,6 +25,7 @@ from app.db import Executor
 from app.metrics import MISSED_WEBHOOKS, REFRESHES
 from app.models import Company, DataTypeState, Job, RateLimitState, WriteOutcome
 from app.processing.context import Context, InvalidJob
+from app.processing.lifecycle import skipped_for_lifecycle
 from app.processing.pulls import PULL, pull_key
 from app.processing.queue import enqueue_job
 from app.processing.state import RATE_LIMIT_ROW, ensure_company, record_write, write_errors
@@ -95,6 +96,9 @@ async def run_refresh(ctx: Context, job: Job) -> None:
     company_id, data_type = job.company_id, job.data_type
     if not company_id or not data_type:
         raise InvalidJob(f"refresh job {job.key} has no company or data type")
+    async with ctx.sessions() as session:
+        if await skipped_for_lifecycle(session, job):
+            return
     try:
         await ctx.codat.queue_refresh(company_id, data_type, job.connection_id)
     except CodatNotReady as exc:
@@ -172,7 +176,7 @@ async def run_sweep(ctx: Context, job: Job) -> None:
         if ctx.codat.gate.paused:
             return  # webhook-driven reads keep the room that is left
         state = await session.get(RateLimitState, RATE_LIMIT_ROW)
-        active = Company.status == "active"
+        active = and_(Company.status == "active", Company.needs_reauth.is_(False))
         companies = int(await session.scalar(select(func.count()).where(active)) or 0)
         for company_id in await _due_for_reconcile(session, ctx, now, companies):
             await request_reconcile(session, company_id, now)
@@ -201,6 +205,7 @@ async def _due_for_reconcile(
         select(Company.id)
         .where(
             Company.status == "active",
+            Company.needs_reauth.is_(False),
             or_(Company.last_reconciled_at.is_(None), Company.last_reconciled_at < stale_before),
         )
         .order_by(Company.last_reconciled_at.nulls_first(), Company.id)
@@ -337,6 +342,7 @@ def overdue_bill_pay_types(variant: Variant, cutoff: datetime) -> ColumnElement[
     cannot fix it, so the sweep must not spend calls on it."""
     return and_(
         Company.status == "active",
+        Company.needs_reauth.is_(False),
         DataTypeState.data_type.in_(BILL_PAY_DATA_TYPES[variant]),
         func.coalesce(DataTypeState.last_read_status, "").not_in(TERMINAL),
         or_(DataTypeState.last_pulled_at.is_(None), DataTypeState.last_pulled_at < cutoff),
@@ -389,6 +395,9 @@ async def run_reconcile(ctx: Context, job: Job) -> None:
     company_id = job.company_id
     if not company_id:
         raise InvalidJob(f"reconcile job {job.key} has no company")
+    async with ctx.sessions() as session:
+        if await skipped_for_lifecycle(session, job):
+            return
     statuses = await ctx.codat.data_status(company_id)
     reads = await _catch_up_reads(ctx, company_id, statuses)
     await _refresh_unread(ctx, company_id, statuses, (job.params or {}).get("refresh") or [])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes.record import (
@@ -39,9 +39,21 @@ from app.codat.datatypes import (
 )
 from app.codat.gate import capped_pause
 from app.codat.statuses import COMPLETE, NEEDS_RELINK, status_kind
-from app.models import DataTypeState, EventStatus, WebhookEvent
+from app.models import Company, DataTypeState, EventStatus, WebhookEvent
 from app.processing.context import Context, InvalidEvent
-from app.processing.freshness import request_write_refresh, retry_failed_read
+from app.processing.freshness import request_reconcile, request_write_refresh, retry_failed_read
+from app.processing.lifecycle import (
+    DELETED,
+    REAUTH_EVENTS,
+    block_for_auth_error,
+    blocked_reason,
+    company_fields,
+    company_tags,
+    lift_block_after_initial_read,
+    reauth_after,
+    stop_company_work,
+)
+from app.processing.lifecycle import REAUTH_STATUSES as REAUTH_STATUSES
 from app.processing.pulls import PULL, pull_key
 from app.processing.queue import enqueue_job, resume_waiting
 from app.processing.state import (
@@ -120,7 +132,11 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
             now,
             name=reference.get("name"),
             description=reference.get("description"),
+            tags=company_tags(reference.get("tags")),
         )
+        if initial:
+            await lift_block_after_initial_read(session, company_id, delivered.generated_at, now)
+        blocked = await blocked_reason(session, company_id) is not None
         required_types = BILL_PAY_DATA_TYPES[ctx.settings.bill_pay_variant]
         if initial:
             failures = initial_read_failures(items, required_types)
@@ -142,6 +158,9 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
         for item in items:
             if status_kind(item.get("status")) == "terminal":
                 await _announce_unavailable(ctx, session, company_id, item, delivered.generated_at)
+            if item.get("status") in NEEDS_RELINK:
+                blocked = True
+                await _block_for_auth_error(ctx, session, delivered, item)
             await record_read(
                 session,
                 company_id,
@@ -152,6 +171,8 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
                 event_at=delivered.generated_at,
                 now=now,
             )
+            if blocked:
+                continue  # recorded, but nothing asked of Codat until linked again
             if item["dataType"] in required_types:
                 await _refresh_if_incomplete(ctx, session, company_id, item, now)
             # The initial read pulls everything complete; later reads only what changed.
@@ -197,6 +218,27 @@ async def _announce_unavailable(
             "needsReauth": item.get("status") in NEEDS_RELINK,
         },
     )
+
+
+async def _block_for_auth_error(
+    ctx: Context, session: AsyncSession, delivered: Delivered, item: dict[str, Any]
+) -> None:
+    """A read that ended in AuthError: the connection must be linked again."""
+    company_id = _company_id(delivered)
+    if await block_for_auth_error(session, company_id, delivered.generated_at, ctx.clock()):
+        link_url = await session.scalar(select(Company.link_url).where(Company.id == company_id))
+        await ctx.record_change(
+            session,
+            COMPANY_NEEDS_REAUTH,
+            company_id,
+            {
+                "connectionId": item.get("connectionId"),
+                "event": delivered.envelope.eventType,
+                "dataType": item["dataType"],
+                "status": item.get("status"),
+                "linkUrl": link_url,
+            },
+        )
 
 
 async def _refresh_if_incomplete(
@@ -266,14 +308,21 @@ async def handle_write(ctx: Context, delivered: Delivered) -> Outcome:
         "source": "webhook",
         "event_at": delivered.generated_at,
     }
-    if not successful and company_id:
+    if not successful and company_id and not await _deleted(ctx, company_id):
         # The webhook carries no reason; the push operation has the error and validation.
         values |= write_errors(await ctx.codat.push_operation(company_id, key))
     now = ctx.clock()
+    reference = _reference(delivered)
 
     async def write(session: AsyncSession) -> None:
         if company_id:
-            await ensure_company(session, company_id, now, name=_reference(delivered).get("name"))
+            await ensure_company(
+                session,
+                company_id,
+                now,
+                name=reference.get("name"),
+                tags=company_tags(reference.get("tags")),
+            )
         if await record_write(session, {**values, "updated_at": now}):
             await ctx.record_change(
                 session,
@@ -281,12 +330,24 @@ async def handle_write(ctx: Context, delivered: Delivered) -> Outcome:
                 company_id,
                 write_change_body(values, successful),
             )
-        if successful and company_id and payload.get("type") in ("Create", "Update", "Delete"):
+        if (
+            successful
+            and company_id
+            and payload.get("type") in ("Create", "Update", "Delete")
+            and await blocked_reason(session, company_id) is None
+        ):
             await request_write_refresh(
                 ctx, session, company_id, data_type, payload.get("connectionId"), now
             )
 
     return Outcome(EventStatus.PROCESSED, write)
+
+
+async def _deleted(ctx: Context, company_id: str) -> bool:
+    """A deleted company's work has stopped: its write outcomes are kept as the event
+    says, without asking Codat for more."""
+    async with ctx.sessions() as session:
+        return await blocked_reason(session, company_id) == DELETED
 
 
 def _int_or_none(value: object) -> int | None:
@@ -332,14 +393,27 @@ async def handle_rate_limit(ctx: Context, delivered: Delivered) -> Outcome:
 
 
 async def handle_connection(ctx: Context, delivered: Delivered) -> Outcome:
+    """Record the connection's status; a broken connection blocks the company's work until
+    it is linked again, and `connection.reconnected` reconciles it at once."""
     company_id = _company_id(delivered)
+    event_type = delivered.envelope.eventType
     connection = delivered.payload.get("connection")
     if not isinstance(connection, dict) or not isinstance(connection.get("id"), str):
         raise InvalidEvent("connection event without payload.connection.id")
     status = connection.get("status")
+    link_url = connection.get("linkUrl")
+    needs_reauth = reauth_after(event_type, status)
+    reference = _reference(delivered)
     now = ctx.clock()
 
     async def write(session: AsyncSession) -> None:
+        await ensure_company(
+            session,
+            company_id,
+            now,
+            name=reference.get("name"),
+            tags=company_tags(reference.get("tags")),
+        )
         recorded = await record_connection(
             session,
             company_id,
@@ -347,16 +421,21 @@ async def handle_connection(ctx: Context, delivered: Delivered) -> Outcome:
             status if isinstance(status, str) else None,
             delivered.generated_at,
             now,
+            needs_reauth=needs_reauth,
+            reason=event_type if event_type in REAUTH_EVENTS else str(status),
+            link_url=link_url if isinstance(link_url, str) else None,
         )
-        if recorded:
-            await _announce_connection(ctx, session, delivered, company_id, connection)
+        if not recorded:
+            return
+        await _announce_connection(ctx, session, delivered, company_id, connection)
+        if (
+            event_type == "connection.reconnected"
+            and await blocked_reason(session, company_id) is None
+        ):
+            # Whatever happened while it was unlinked: catch up now, not at the next sweep.
+            await request_reconcile(session, company_id, now)
 
     return Outcome(EventStatus.PROCESSED, write)
-
-
-# Connection events after which the SMB must authorise the connection again.
-REAUTH_EVENTS = frozenset({"connection.disconnected", "connection.failed", "connection.deleted"})
-REAUTH_STATUSES = frozenset({"Unlinked", "Deauthorized"})
 
 
 async def _announce_connection(
@@ -371,20 +450,25 @@ async def _announce_connection(
     body: dict[str, Any] = {"connectionId": connection["id"], "event": event_type}
     if event_type == "connection.reconnected":
         await ctx.record_change(session, COMPANY_RECONNECTED, company_id, body)
-    elif event_type in REAUTH_EVENTS or connection.get("status") in REAUTH_STATUSES:
+    elif reauth_after(event_type, connection.get("status")):
         link_url = connection.get("linkUrl")
         body["linkUrl"] = link_url if isinstance(link_url, str) else None
         await ctx.record_change(session, COMPANY_NEEDS_REAUTH, company_id, body)
 
 
 async def handle_company(ctx: Context, delivered: Delivered) -> Outcome:
+    """`company.created` records what Codat says of it; `company.deleted` stops all work."""
     event_type = delivered.envelope.eventType
     if event_type not in ("company.created", "company.deleted"):
         return Outcome(EventStatus.IGNORED)
     company_id = _company_id(delivered)
     now = ctx.clock()
-    name = delivered.payload.get("name")
-    status = "deleted" if event_type == "company.deleted" else "active"
+    fields = company_fields(delivered.payload)
+    status = DELETED if event_type == "company.deleted" else "active"
+
+    def text(name: str) -> str | None:
+        value = fields.get(name)
+        return value if isinstance(value, str) else None
 
     async def write(session: AsyncSession) -> None:
         recorded = await record_company_status(
@@ -393,10 +477,15 @@ async def handle_company(ctx: Context, delivered: Delivered) -> Outcome:
             status,
             delivered.generated_at,
             now,
-            name=name if isinstance(name, str) else None,
+            name=text("name"),
+            description=text("description"),
+            tags=company_tags(fields.get("tags")),
+            link_url=text("redirect"),
         )
-        if recorded and status == "deleted":
+        if recorded and status == DELETED:
+            dropped = await stop_company_work(session, company_id)
             await ctx.record_change(session, COMPANY_DELETED, company_id, {})
+            log.info("company deleted", extra={"company_id": company_id, "jobs_dropped": dropped})
 
     return Outcome(EventStatus.PROCESSED, write)
 

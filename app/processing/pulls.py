@@ -10,6 +10,7 @@ from app import tracing
 from app.changes.record import DATA_CHANGED
 from app.models import DataTypeState, Job
 from app.processing.context import Context, InvalidJob
+from app.processing.lifecycle import skipped_for_lifecycle
 from app.processing.state import RecordCounts, finish_pull, save_records
 from app.webhooks.envelope import parse_datetime
 
@@ -45,6 +46,8 @@ async def run_pull(ctx: Context, job: Job) -> None:
     if not company_id or not data_type:
         raise InvalidJob(f"pull job {job.key} has no company or data type")
     async with ctx.sessions() as session:
+        if await skipped_for_lifecycle(session, job):
+            return
         state = await session.get(DataTypeState, (company_id, data_type))
     since = state.pull_watermark if state else None
     connection_id = job.connection_id or (state.connection_id if state else None)

@@ -87,18 +87,21 @@ def _upsert_statement(
 
 
 @functools.cache
-def _ensure_company_statement(dialect: str) -> Executable:
+def _ensure_company_statement(dialect: str, with_tags: bool) -> Executable:
+    """Insert the company, or refresh what the event says of it; tags only when the
+    event carries them (an event without `tags` says nothing about them)."""
     table = cast(Table, Company.__table__)
-    columns = ("id", "name", "description", "status", "created_at", "updated_at")
+    columns: tuple[str, ...] = ("id", "name", "description", "status", "created_at", "updated_at")
+    columns += ("tags",) if with_tags else ()
     insert = insert_for(dialect)(table).values({c: bindparam(f"v_{c}") for c in columns})
-    statement: Executable = insert.on_conflict_do_update(
-        index_elements=[table.c.id],
-        set_={
-            "name": func.coalesce(insert.excluded.name, table.c.name),
-            "description": func.coalesce(insert.excluded.description, table.c.description),
-            "updated_at": insert.excluded.updated_at,
-        },
-    )
+    changed: dict[str, Any] = {
+        "name": func.coalesce(insert.excluded.name, table.c.name),
+        "description": func.coalesce(insert.excluded.description, table.c.description),
+        "updated_at": insert.excluded.updated_at,
+    }
+    if with_tags:
+        changed["tags"] = insert.excluded.tags
+    statement: Executable = insert.on_conflict_do_update(index_elements=[table.c.id], set_=changed)
     return statement
 
 
@@ -109,8 +112,9 @@ async def ensure_company(
     *,
     name: str | None = None,
     description: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> None:
-    values = {
+    values: dict[str, Any] = {
         "id": company_id,
         "name": name,
         "description": description,
@@ -118,7 +122,10 @@ async def ensure_company(
         "created_at": now,
         "updated_at": now,
     }
-    await session.execute(_ensure_company_statement(dialect_name(session)), _params(values))
+    if tags is not None:
+        values["tags"] = tags
+    statement = _ensure_company_statement(dialect_name(session), tags is not None)
+    await session.execute(statement, _params(values))
 
 
 async def record_connection(
@@ -128,18 +135,27 @@ async def record_connection(
     status: str | None,
     event_at: datetime | None,
     now: datetime,
+    *,
+    needs_reauth: bool | None = None,
+    reason: str | None = None,
+    link_url: str | None = None,
 ) -> bool:
-    """Whether it was recorded (not overtaken by a newer connection event)."""
+    """Whether it was recorded (not overtaken by a newer connection event).
+    `needs_reauth`: block the company (True), lift the block (False), or leave it."""
     await ensure_company(session, company_id, now)
+    values: dict[str, Any] = {
+        "connection_id": connection_id,
+        "connection_status": func.coalesce(status, Company.connection_status),
+        "connection_event_at": event_at,
+        "link_url": func.coalesce(link_url, Company.link_url),
+        "updated_at": now,
+    }
+    if needs_reauth is not None:
+        values |= {"needs_reauth": needs_reauth, "reauth_reason": reason if needs_reauth else None}
     result = await session.execute(
         update(Company)
         .where(Company.id == company_id, _not_older(Company.connection_event_at, event_at))
-        .values(
-            connection_id=connection_id,
-            connection_status=func.coalesce(status, Company.connection_status),
-            connection_event_at=event_at,
-            updated_at=now,
-        )
+        .values(**values)
     )
     return _written(result)
 
@@ -152,13 +168,22 @@ async def record_company_status(
     now: datetime,
     *,
     name: str | None = None,
+    description: str | None = None,
+    tags: dict[str, str] | None = None,
+    link_url: str | None = None,
 ) -> bool:
     """Whether it was recorded (not overtaken by a newer company event)."""
-    await ensure_company(session, company_id, now, name=name)
+    await ensure_company(session, company_id, now, name=name, description=description, tags=tags)
     result = await session.execute(
         update(Company)
         .where(Company.id == company_id, _not_older(Company.status_event_at, event_at))
-        .values(status=status, status_event_at=event_at, updated_at=now)
+        .values(
+            status=status,
+            status_event_at=event_at,
+            deleted_at=now if status == "deleted" else None,
+            link_url=func.coalesce(link_url, Company.link_url),
+            updated_at=now,
+        )
     )
     return _written(result)
 

@@ -524,6 +524,11 @@ class FakeCodat:
             elif connection_id not in company.connections:
                 company.connections.append(connection_id)
 
+    def delete_company(self, company_id: str) -> None:
+        """Codat deletes the company: every call about it answers 404 from now on."""
+        with self._lock:
+            self._companies.pop(company_id, None)
+
     def _company(self, company_id: str) -> _Company:
         try:
             return self._companies[company_id]

@@ -84,8 +84,9 @@ def _get(mapping: object, *keys: str) -> object:
 
 
 def _company_id_field(event_type: str, payload: dict[str, Any]) -> tuple[str, object]:
-    """CODAT.md §1: `referenceCompany.id`, or `payload.id` for `company.*` events."""
-    if event_type.startswith("company."):
+    """CODAT.md §1: `referenceCompany.id`, or `payload.id` for `company.*` events (falling
+    back to `referenceCompany.id`, the shape Codat's 2024 blog shows for them)."""
+    if event_type.startswith("company.") and "id" in payload:
         return "payload.id", payload.get("id")
     return "payload.referenceCompany.id", _get(payload, "referenceCompany", "id")
 
