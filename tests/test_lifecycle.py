@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -215,6 +215,7 @@ async def test_a_deleted_company_stops_all_work_and_prune_removes_its_copy_after
     client: httpx.AsyncClient,
     engine: AsyncEngine,
     ctx: Context,
+    make_ctx: Callable[..., Context],
     fake_codat: FakeCodat,
     clock: Clock,
 ) -> None:
@@ -223,11 +224,15 @@ async def test_a_deleted_company_stops_all_work_and_prune_removes_its_copy_after
     assert len(await local_records(engine, "bills")) == 2
     fake_codat.put_record(COMPANY, "bills", make_bill("bill-late"))
     # A pull waits (debounced) when the company is deleted: it never runs.
-    await deliver(
+    debounced = make_ctx(pull_debounce_seconds=60)
+    await process(
         client,
+        debounced,
         read_event("read.completed", [("bills", "Complete", True)], generated="2026-05-03T11:00Z"),
     )
-    await deliver(client, company_event("company.deleted", "2026-05-10T09:00:00Z", {"id": COMPANY}))
+    await process(
+        client, debounced, company_event("company.deleted", "2026-05-10T09:00:00Z", {"id": COMPANY})
+    )
     fake_codat.delete_company(COMPANY)
     fake_codat.reset_calls()
     await every_kind_of_work(client, ctx, engine, clock)

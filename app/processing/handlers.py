@@ -134,8 +134,10 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
             description=reference.get("description"),
             tags=company_tags(reference.get("tags")),
         )
-        if initial:
-            await lift_block_after_initial_read(session, company_id, delivered.generated_at, now)
+        if initial and await lift_block_after_initial_read(
+            session, company_id, delivered.generated_at, now
+        ):
+            await _resume_company_work(ctx, session, company_id, now)
         blocked = await blocked_reason(session, company_id) is not None
         required_types = BILL_PAY_DATA_TYPES[ctx.settings.bill_pay_variant]
         if initial:
@@ -161,6 +163,9 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
             if item.get("status") in NEEDS_RELINK:
                 blocked = True
                 await _block_for_auth_error(ctx, session, delivered, item)
+            # The initial read pulls everything complete; later reads only what changed.
+            wanted = item.get("status") == COMPLETE and (initial or item.get("recordsModified"))
+            pullable = wanted and item["dataType"] in PULLABLE_DATA_TYPES
             await record_read(
                 session,
                 company_id,
@@ -172,12 +177,10 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
                 now=now,
             )
             if blocked:
-                continue  # recorded, but nothing asked of Codat until linked again
+                continue  # recorded; pulled when linked again (_resume_company_work)
             if item["dataType"] in required_types:
                 await _refresh_if_incomplete(ctx, session, company_id, item, now)
-            # The initial read pulls everything complete; later reads only what changed.
-            wanted = item.get("status") == COMPLETE and (initial or item.get("recordsModified"))
-            if wanted and item["dataType"] in PULLABLE_DATA_TYPES:
+            if pullable:
                 await enqueue_job(
                     session,
                     kind=PULL,
@@ -414,6 +417,7 @@ async def handle_connection(ctx: Context, delivered: Delivered) -> Outcome:
             name=reference.get("name"),
             tags=company_tags(reference.get("tags")),
         )
+        was_blocked = await blocked_reason(session, company_id) is not None
         recorded = await record_connection(
             session,
             company_id,
@@ -428,14 +432,41 @@ async def handle_connection(ctx: Context, delivered: Delivered) -> Outcome:
         if not recorded:
             return
         await _announce_connection(ctx, session, delivered, company_id, connection)
-        if (
-            event_type == "connection.reconnected"
-            and await blocked_reason(session, company_id) is None
-        ):
+        if await blocked_reason(session, company_id) is not None:
+            return
+        if was_blocked:
+            await _resume_company_work(ctx, session, company_id, now)
+        if event_type == "connection.reconnected":
             # Whatever happened while it was unlinked: catch up now, not at the next sweep.
             await request_reconcile(session, company_id, now)
 
     return Outcome(EventStatus.PROCESSED, write)
+
+
+async def _resume_company_work(
+    ctx: Context, session: AsyncSession, company_id: str, now: datetime
+) -> None:
+    """Linked again: pull every type Codat has read, since reads that came while the
+    company was blocked were recorded but not pulled (each pull asks only for what is
+    newer than its watermark, so one with nothing new costs a call)."""
+    states = await session.scalars(
+        select(DataTypeState).where(
+            DataTypeState.company_id == company_id,
+            DataTypeState.last_read_status == COMPLETE,
+            DataTypeState.data_type.in_(PULLABLE_DATA_TYPES),
+        )
+    )
+    for state in states:
+        await enqueue_job(
+            session,
+            kind=PULL,
+            key=pull_key(company_id, state.data_type),
+            now=now,
+            due_at=now + timedelta(seconds=ctx.settings.pull_debounce_seconds),
+            company_id=company_id,
+            data_type=state.data_type,
+            connection_id=state.connection_id,
+        )
 
 
 async def _announce_connection(

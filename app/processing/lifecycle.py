@@ -122,12 +122,12 @@ async def block_for_auth_error(
 
 async def lift_block_after_initial_read(
     session: AsyncSession, company_id: str, event_at: datetime, now: datetime
-) -> None:
+) -> bool:
     """Codat sends `read.completed.initial` after each time a connection is authorised:
     one not older than what blocked the company lifts the block, should the
     `connection.reconnected` webhook have been lost (our reading of Codat's words, a
     guess; the initial read's own AuthError, if any, blocks it again)."""
-    await session.execute(
+    result = await session.execute(
         update(Company)
         .where(
             Company.id == company_id,
@@ -138,6 +138,7 @@ async def lift_block_after_initial_read(
             needs_reauth=False, reauth_reason=None, connection_event_at=event_at, updated_at=now
         )
     )
+    return bool(getattr(result, "rowcount", 0))
 
 
 async def prune_deleted_companies(

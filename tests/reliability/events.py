@@ -74,10 +74,12 @@ def write_event(
     )
 
 
-def connection_event(company_id: str, connection_id: str, *, connected: bool) -> dict[str, Any]:
+def connection_event(
+    company_id: str, connection_id: str, *, connected: bool, event_type: str | None = None
+) -> dict[str, Any]:
     status = "Linked" if connected else "Deauthorized"
     return envelope(
-        "connection.connected" if connected else "connection.disconnected",
+        event_type or ("connection.connected" if connected else "connection.disconnected"),
         {
             "referenceCompany": company_ref(company_id),
             "connection": {

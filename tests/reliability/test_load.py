@@ -133,6 +133,16 @@ async def test_steady_load_with_duplicates_is_stored_once_and_processed_once(
     try:
         pace = await at_steady_rate(size.load_rate, size.load_seconds, send)
         settled = await wait_settled(postgres_engine, within=180)
+        # Then the SMBs link again: a disconnected company is not pulled, and what it
+        # missed is caught up by the reconcile that connection.reconnected starts.
+        for company, connection in sorted(world.companies.items()):
+            body = connection_event(
+                company, connection, connected=True, event_type="connection.reconnected"
+            )
+            relink = sender.new(new_delivery_id(), encode(body), "connection.reconnected")
+            originals.append(relink)
+            await sender.deliver(relink)
+        settled = await wait_settled(postgres_engine, within=180) and settled
     finally:
         await sender.aclose()
     rows = await event_rows(postgres_engine)
