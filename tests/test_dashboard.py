@@ -349,6 +349,10 @@ async def seed_companies(engine: AsyncEngine) -> None:
                     connection_id=f"{company_id}-conn",
                     connection_status=connection,
                     initial_read_status=status,
+                    needs_reauth=connection == "Deauthorized",
+                    reauth_reason="Deauthorized" if connection == "Deauthorized" else None,
+                    link_url="https://link.codat.io/x" if connection == "Deauthorized" else None,
+                    tags={"customerId": f"cus_{company_id}", "tier": "gold"},
                     created_at=now,
                     updated_at=now,
                 )
@@ -422,6 +426,14 @@ async def test_the_companies_grid_colours_each_type_by_freshness(
     assert "Company c-reauth" in reauth and "Company c-ready" not in reauth
     stale = (await client.get("/ui/companies", params={"state": "stale"})).text
     assert "Company c-stale" in stale and "Company c-ready" not in stale
+    tagged = (await client.get("/ui/companies", params={"tag": "customerId:cus_c-ready"})).text
+    assert "Company c-ready" in tagged and "Company c-stale" not in tagged
+    assert "customerId: cus_c-ready" in tagged
+    both = {"tag": "tier:gold", "state": "needs_reauth"}
+    assert "Company c-reauth" in (await client.get("/ui/companies", params=both)).text
+    wrong = await client.get("/ui/companies", params={"tag": "no colon"})
+    assert wrong.status_code == 200 and "is not key:value" in wrong.text
+    assert "Company c-ready" in wrong.text, "a wrong filter is dropped, not the page"
 
 
 async def test_the_overview_counts_companies_queues_and_the_last_day(
@@ -461,6 +473,9 @@ async def test_the_company_page_shows_issues_links_and_writes(
     assert 'href="https://app.codat.io/x"' in page
     assert "javascript:" not in page
     assert "Supplier not found" in page and "Supplier is archived" in page
+    reauth = (await client.get("/ui/companies/c-reauth")).text
+    assert "must be linked again" in reauth and 'href="https://link.codat.io/x"' in reauth
+    assert "tier: gold" in reauth
     missing = await client.get("/ui/companies/nobody")
     assert missing.status_code == 404 and "no company nobody" in missing.text
     writes = (await client.get("/ui/writes")).text

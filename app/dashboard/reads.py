@@ -12,12 +12,12 @@ from sqlalchemy import ColumnElement, and_, exists, func, not_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.paging import decode_cursor, encode_cursor
+from app.api.queries import tag_clauses
 from app.codat.datatypes import Variant
 from app.codat.statuses import status_kind
 from app.db import dialect_name
 from app.models import Company, DataTypeState, EventStatus, WebhookEvent
 from app.processing.freshness import is_overdue, overdue_bill_pay_types
-from app.processing.handlers import REAUTH_STATUSES
 
 HOURS = 24
 
@@ -117,7 +117,7 @@ def company_state_conditions(variant: Variant, cutoff: datetime) -> dict[str, Co
     """Each state the dashboard filters and counts companies by, as SQL. A company can be
     in more than one (ready and stale)."""
     active = Company.status == "active"
-    needs_reauth = func.coalesce(Company.connection_status, "").in_(REAUTH_STATUSES)
+    needs_reauth = Company.needs_reauth.is_(True)
     stale = exists().where(
         DataTypeState.company_id == Company.id, overdue_bill_pay_types(variant, cutoff)
     )
@@ -196,14 +196,16 @@ async def company_grid(
     data_types: Sequence[str],
     *,
     state: str | None,
+    tags: list[str],
     limit: int,
     cursor: str | None,
     variant: Variant,
     now: datetime,
     max_age: timedelta,
 ) -> Grid:
-    """A page of companies by id, each with the freshness of every Bill Pay data type."""
-    query = select(Company)
+    """A page of companies by id (in a state, with Codat tags `key:value`), each with the
+    freshness of every Bill Pay data type."""
+    query = select(Company).where(*tag_clauses(tags))
     if state is not None:
         query = query.where(company_state_conditions(variant, now - max_age)[state])
     if cursor:

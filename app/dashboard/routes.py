@@ -22,6 +22,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from app.api import queries
 from app.api.auth import token_matches
 from app.api.errors import ApiError, command_status
+from app.api.queries import tag_clauses
 from app.api.status import Session
 from app.codat.datatypes import BILL_PAY_DATA_TYPES
 from app.codat.push import PushOperationStatus
@@ -412,7 +413,13 @@ async def replay_events(request: Request, db: Session, form: CheckedForm) -> Res
 async def companies(request: Request, db: Session, signed: Signed) -> Response:
     settings = request.app.state.settings
     state = _blank_to_none(request.query_params.get("state"))
+    tag = _blank_to_none(request.query_params.get("tag"))
     problems = []
+    try:
+        tag_clauses([tag] if tag else [])
+    except ApiError as exc:
+        problems.append(f"tag: {exc.message}")
+        tag = None
     if state is not None and state not in reads.COMPANY_STATES:
         problems.append(f"state: not one of {', '.join(reads.COMPANY_STATES)}")
         state = None
@@ -421,6 +428,7 @@ async def companies(request: Request, db: Session, signed: Signed) -> Response:
             db,
             BILL_PAY_DATA_TYPES[settings.bill_pay_variant],
             state=state,
+            tags=[tag] if tag else [],
             limit=PAGE_SIZE,
             cursor=_blank_to_none(request.query_params.get("cursor")),
             variant=settings.bill_pay_variant,
@@ -429,13 +437,15 @@ async def companies(request: Request, db: Session, signed: Signed) -> Response:
         )
     except (ApiError, CommandError) as exc:
         return _error(request, exc, active="companies")
-    kept = {"state": state} if state else {}
+    kept = {"state": state, "tag": tag} if tag else {"state": state}
+    kept = {name: value for name, value in kept.items() if value}
     return page(
         request,
         "companies.html",
         active="companies",
         grid=grid,
         state=state,
+        tag=tag or "",
         problems=problems,
         state_names=reads.COMPANY_STATES,
         next_link=(

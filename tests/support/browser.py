@@ -116,6 +116,7 @@ def _other_company_read(status: str) -> dict[str, Any]:
     body = read_event("read.completed.initial", [("bills", "Complete", True)])
     body["payload"]["referenceCompany"]["id"] = OTHER_COMPANY
     body["payload"]["referenceCompany"]["name"] = "Northwind Traders"
+    body["payload"]["referenceCompany"]["tags"] = {"customerId": "cus_8841", "region": "uk"}
     for item in body["payload"]["dataTypes"]:
         item["connectionId"] = OTHER_CONNECTION
     body["payload"]["dataTypes"].append(
@@ -160,6 +161,7 @@ async def make_scene(base_url: str, engine: AsyncEngine, fake: FakeCodat, *, dea
     initial = read_event(
         "read.completed.initial", [(t, "Complete", True) for t in BILL_PAY_DATA_TYPES["async"]]
     )
+    initial["payload"]["referenceCompany"]["tags"] = {"customerId": "cus_123"}
     bodies = [initial, _other_company_read("FetchError")]
     write = copy.deepcopy(sample("bills.write.unsuccessful"))
     write["id"] = str(uuid.uuid4())
