@@ -49,6 +49,14 @@ def service_env(database_url: str, *, codat_url: str = NO_CODAT, **extra: str) -
     return env
 
 
+def peak_rss(pid: int) -> int:
+    """A process's peak resident memory so far (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
 class ManagedProcess:
     """One `python -m app.cli ...` process, its stderr in a log file."""
 

@@ -10,7 +10,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -18,7 +17,7 @@ import pytest
 
 from app.api.guard import API_MAX_BODY_BYTES
 from tests.reliability.hostile import COMPANY, ApiCase, api_cases
-from tests.reliability.processes import Processes, Service, service_env
+from tests.reliability.processes import Processes, Service, peak_rss, service_env
 from tests.reliability.report import Report, fmt, table
 
 pytestmark = pytest.mark.reliability
@@ -34,14 +33,6 @@ class BigBody:
     status: int  # 0: no answer while the body was held back
     seconds: float
     pushed: int  # bytes the client got into the socket before the server closed it
-
-
-def _peak_rss(pid: int) -> int:
-    """The process's peak resident memory so far (VmHWM), in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 def _send_big_body(base_url: str, name: str, authorization: str | None) -> BigBody:
@@ -133,7 +124,7 @@ async def test_hostile_requests_to_the_status_api_are_refused_before_they_cost_a
     env = service_env(postgres_url, EMBEDDED_WORKER="false", STATUS_API_TOKENS=TOKEN)
     service = await processes.serve("serve", env)
     pid = service.process.popen.pid
-    peak_before = _peak_rss(pid)
+    peak_before = peak_rss(pid)
     big = [
         await asyncio.to_thread(_send_big_body, service.base_url, name, authorization)
         for name, authorization in (
@@ -142,7 +133,7 @@ async def test_hostile_requests_to_the_status_api_are_refused_before_they_cost_a
             ("the right token (over the cap)", f"Bearer {TOKEN}"),
         )
     ]
-    peak_growth = _peak_rss(pid) - peak_before
+    peak_growth = peak_rss(pid) - peak_before
     results = await asyncio.to_thread(_run_cases, service)
     health = await service.get("/healthz")
     log = service.process.log.read_text(errors="replace")
