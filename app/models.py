@@ -210,6 +210,9 @@ class DataTypeState(Base):
     refresh_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Reads whose webhook never came, found and pulled by reconcile.
     catch_ups: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Why the last pull stopped short (Codat's paging would not lead on); cleared by a
+    # pull that ends well.
+    last_pull_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime]
 
     # The sweep's overdue data: a range of old pulls, not a scan of every type's state.
@@ -277,6 +280,9 @@ class RateLimitState(Base):
     reason: Mapped[str | None] = mapped_column(String(64))
     daily_quota: Mapped[int | None] = mapped_column(Integer)
     quota_remaining: Mapped[int | None] = mapped_column(Integer)
+    # Codat's X-Rate-Limit-Reset, and when its headers were last read into the quota.
+    quota_reset_at: Mapped[datetime | None]
+    quota_read_at: Mapped[datetime | None]
     event_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
     # What the freshness sweep spent, by the hour it began ("2026-11-30T04:00:00+00:00"),

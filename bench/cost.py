@@ -70,6 +70,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.codat.client import MAX_PAGE_SIZE, CodatClient
 from app.codat.datatypes import BILL_PAY_DATA_TYPES
+from app.codat.events import parse_datetime
 from app.codat.gate import PauseGate
 from app.config import Settings
 from app.db import create_engine, session_factory
@@ -95,7 +96,6 @@ from app.sandbox.fake_codat import (
     make_tracking_category,
     run_fake_codat,
 )
-from app.webhooks.envelope import parse_datetime
 from app.webhooks.route import incoming_event
 from app.webhooks.store import EventWriter
 from bench.receive import DEFAULT_PG_ADMIN_URL

@@ -800,3 +800,46 @@ def test_reset_forgets_everything_but_the_constructor_settings(clock: Clock) -> 
     assert fake.queued_pulls == {}
     with pytest.raises(KeyError):
         fake.records(COMPANY, "bills")
+
+
+# -- what Codat does not document, taught to the fake (issue 15) ------------------------------
+
+
+@pytest.mark.parametrize("fault", ["repeat", "other_company", "other_data_type", "endless"])
+def test_broken_next_links_still_validate(
+    fake: FakeCodat, client: httpx.Client, fault: str
+) -> None:
+    for i in range(3):
+        fake.put_record(COMPANY, "bills", make_bill(f"bill-{i}"))
+    fake.complete_sync(COMPANY, "bills")
+    fake.next_link_fault = fault  # type: ignore[assignment]
+    body = client.get(data_path("bills"), params={"pageSize": 2, "page": 2}).json()
+    assert_valid(oas.response_validator(V1, "/companies/{companyId}/data/bills", "get"), body)
+    following = body["_links"]["next"]["href"]
+    if fault == "repeat":
+        assert following == body["_links"]["current"]["href"]
+    elif fault == "endless":
+        assert "page=3" in following and len(body["results"]) == 1, "past the last page"
+    else:
+        assert not following.startswith(data_path("bills")), following
+
+
+def test_already_in_progress_as_400_and_a_refused_push_query_are_error_messages(
+    fake: FakeCodat, client: httpx.Client, clock: Clock
+) -> None:
+    fake.already_in_progress_status = 400
+    queue = f"/companies/{COMPANY}/data/queue/bills"
+    assert client.post(queue).status_code == 200
+    again = client.post(queue)
+    assert again.status_code == 400 and "DatasetAlreadyInProgressException" in again.text
+    assert_valid(oas.load_schema_validator(PLATFORM, "ErrorMessage"), again.json())
+    fake.refuse_push_query = True
+    push = f"/companies/{COMPANY}/push"
+    refused = client.get(push, params={"query": "requestedOnUtc>2026-01-01T00:00:00Z"})
+    assert refused.status_code == 400
+    assert_valid(oas.load_schema_validator(PLATFORM, "ErrorMessage"), refused.json())
+    listed = client.get(push, params={"orderBy": "-requestedOnUtc"})
+    assert listed.status_code == 200
+    assert_valid(
+        oas.response_validator(PLATFORM, "/companies/{companyId}/push", "get"), listed.json()
+    )

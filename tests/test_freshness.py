@@ -264,6 +264,7 @@ async def test_over_a_simulated_day_the_sweep_stays_within_its_share_and_refresh
 ) -> None:
     clock.set_time_of_day(start)
     ctx = make_ctx(codat_daily_quota=250, bill_pay_variant="sync")  # 7 types a company
+    fake_codat.daily_quota = 250  # what Codat's X-Rate-Limit-Limit says, too
     fake_codat.now = clock
     overdue = await stale_companies(ctx, fake_codat, clock, count=5)  # 35 types, share 50
     await simulate_day(ctx, clock)
@@ -283,6 +284,7 @@ async def test_the_sweep_spreads_a_small_budget_over_the_day(
 ) -> None:
     clock.set_time_of_day(start)
     ctx = make_ctx(codat_daily_quota=50, bill_pay_variant="sync")
+    fake_codat.daily_quota = 50  # what Codat's X-Rate-Limit-Limit says, too
     fake_codat.now = clock
     await stale_companies(ctx, fake_codat, clock, count=5)  # 35 overdue, a share of 10
     await simulate_day(ctx, clock)
@@ -306,6 +308,7 @@ async def test_two_workers_run_one_sweep(
     from app.db import create_engine
 
     ctx = make_ctx(codat_daily_quota=100_000)
+    fake_codat.daily_quota = 100_000  # what Codat's X-Rate-Limit-Limit says, too
     fake_codat.now = clock
     overdue = await stale_companies(ctx, fake_codat, clock, count=3)
     other_engine = create_engine(database_url)

@@ -112,6 +112,7 @@ COMPANY_DETAIL = CompanyDetail(
             refresh_retries=0,
             overdue=False,
             catch_ups=0,
+            last_pull_error=None,
         )
     ],
     writes={"Success": 12, "Failed": 1},
@@ -162,5 +163,7 @@ RATE_LIMIT = RateLimitStatus(
     reason="rateLimit.reached",
     daily_quota=12000,
     quota_remaining=0,
+    quota_reset_at=datetime(2026, 5, 4, 0, 0, tzinfo=UTC),
+    quota_read_at=PROCESSED,
     updated_at=PROCESSED,
 )

@@ -196,6 +196,7 @@ async def get_company(
                 refresh_retries=state.refresh_retries,
                 overdue=is_overdue(state, now, max_age),
                 catch_ups=state.catch_ups,
+                last_pull_error=state.last_pull_error,
             )
             for state in states
         ],
@@ -321,6 +322,8 @@ async def get_rate_limit(session: AsyncSession, now: datetime) -> RateLimitStatu
             reason=None,
             daily_quota=None,
             quota_remaining=None,
+            quota_reset_at=None,
+            quota_read_at=None,
             updated_at=None,
         )
     return RateLimitStatus(
@@ -329,6 +332,8 @@ async def get_rate_limit(session: AsyncSession, now: datetime) -> RateLimitStatu
         reason=state.reason,
         daily_quota=state.daily_quota,
         quota_remaining=state.quota_remaining,
+        quota_reset_at=state.quota_reset_at,
+        quota_read_at=state.quota_read_at,
         updated_at=state.updated_at,
     )
 

@@ -131,6 +131,11 @@ class DataTypeFreshness(BaseModel):
     refresh_retries: int = Field(description="Refreshes asked in a row after failed reads")
     overdue: bool = Field(description="Last pulled longer ago than FRESHNESS_MAX_AGE")
     catch_ups: int = Field(description="Reads whose webhook never came, caught up by reconcile")
+    last_pull_error: str | None = Field(
+        description="Why the last pull stopped short after the pages it saved (Codat's next "
+        "page link did not advance, or pointed at another company or data type); null once a "
+        "pull ends well"
+    )
 
 
 class CompanyDetail(CompanySummary):
@@ -201,6 +206,13 @@ class RateLimitStatus(BaseModel):
     )
     daily_quota: int | None = Field(description="Codat's daily quota, when it was told")
     quota_remaining: int | None = Field(description="Calls left in the quota, when it was told")
+    quota_reset_at: datetime | None = Field(
+        description="When Codat's quota resets, from its `X-Rate-Limit-Reset` header"
+    )
+    quota_read_at: datetime | None = Field(
+        description="When the quota was last read from Codat's `X-Rate-Limit-*` headers (null: "
+        "only from rate-limit webhooks or the setting)"
+    )
     updated_at: datetime | None = Field(description="When this state last changed")
 
 

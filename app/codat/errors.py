@@ -26,6 +26,11 @@ class CodatNotFound(CodatError):
     """404: no such company, data type or operation."""
 
 
+class CodatPagingError(CodatError):
+    """Codat's next page link would not lead on (same page again, another company or
+    data type): the walk stops after the pages already read."""
+
+
 class CodatUnavailable(CodatError):
     """5xx, time-outs and lost connections that outlasted the client's own retries."""
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes.record import WEBHOOKS_MISSED, write_change_body, write_change_type
 from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES, Variant
-from app.codat.errors import CodatNotReady
+from app.codat.events import parse_datetime
 from app.codat.statuses import COMPLETE, TERMINAL
 from app.db import Executor
 from app.metrics import MISSED_WEBHOOKS, REFRESHES
@@ -29,7 +29,6 @@ from app.processing.lifecycle import skipped_for_lifecycle
 from app.processing.pulls import PULL, pull_key
 from app.processing.queue import enqueue_job
 from app.processing.state import RATE_LIMIT_ROW, ensure_company, record_write, write_errors
-from app.webhooks.envelope import parse_datetime
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -99,13 +98,10 @@ async def run_refresh(ctx: Context, job: Job) -> None:
     async with ctx.sessions() as session:
         if await skipped_for_lifecycle(session, job):
             return
-    try:
-        await ctx.codat.queue_refresh(company_id, data_type, job.connection_id)
-    except CodatNotReady as exc:
-        # "DatasetAlreadyInProgressException": a read is already on its way. That is done.
+    if not await ctx.codat.queue_refresh(company_id, data_type, job.connection_id):
+        # Codat says a read is already queued or running: that is done.
         log.info(
-            "refresh already in progress",
-            extra={"company_id": company_id, "data_type": data_type, "detail": str(exc)},
+            "refresh already in progress", extra={"company_id": company_id, "data_type": data_type}
         )
     reason = str((job.params or {}).get("reason", "unknown"))
     REFRESHES.labels(reason=reason).inc()

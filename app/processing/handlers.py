@@ -37,6 +37,7 @@ from app.codat.datatypes import (
     WRITE_EVENT,
     write_data_type,
 )
+from app.codat.events import parse_datetime
 from app.codat.gate import capped_pause
 from app.codat.statuses import COMPLETE, NEEDS_RELINK, status_kind
 from app.models import Company, DataTypeState, EventStatus, WebhookEvent
@@ -67,7 +68,7 @@ from app.processing.state import (
     record_write,
     write_errors,
 )
-from app.webhooks.envelope import Envelope, parse_datetime
+from app.webhooks.envelope import Envelope
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,12 @@ from typing import Any
 
 from app import tracing
 from app.changes.record import DATA_CHANGED
+from app.codat.errors import CodatPagingError
+from app.codat.events import parse_datetime
 from app.models import DataTypeState, Job
 from app.processing.context import Context, InvalidJob
 from app.processing.lifecycle import skipped_for_lifecycle
-from app.processing.state import RecordCounts, finish_pull, save_records
-from app.webhooks.envelope import parse_datetime
+from app.processing.state import RecordCounts, finish_pull, record_pull_error, save_records
 
 log = logging.getLogger(__name__)
 PULL = "pull"
@@ -57,9 +58,19 @@ async def run_pull(ctx: Context, job: Job) -> None:
     counts = RecordCounts()
     # The company profile is one object without an id of its own.
     fallback_id = company_id if data_type == "company" else ""
-    async for page in ctx.codat.pages(
+    paging_error: CodatPagingError | None = None
+    pulled = ctx.codat.pages(
         company_id, data_type, connection_id=connection_id, modified_since=since
-    ):
+    )
+    while True:
+        try:
+            page = await anext(pulled)
+        except StopAsyncIteration:
+            break
+        except CodatPagingError as exc:
+            # Stop here, keep what was saved, say why; a retry would only loop again.
+            paging_error = exc
+            break
         rows = [row for record in page if (row := record_row(record, fallback_id)) is not None]
         page_span = {"codat.page": pages + 1, "codat.records": len(rows)}
         with tracing.span(f"pull page {data_type}", page_span):
@@ -76,14 +87,26 @@ async def run_pull(ctx: Context, job: Job) -> None:
         pages += 1
         records += len(rows)
     async with ctx.sessions.begin() as session:
-        await finish_pull(
-            session,
-            company_id,
-            data_type,
-            connection_id=connection_id,
-            watermark=watermark,
-            started_at=started_at,
-        )
+        if paging_error is None:
+            await finish_pull(
+                session,
+                company_id,
+                data_type,
+                connection_id=connection_id,
+                watermark=watermark,
+                started_at=started_at,
+            )
+        else:
+            await record_pull_error(session, company_id, data_type, str(paging_error), ctx.clock())
+            log.error(
+                "pull stopped: Codat's paging does not lead on",
+                extra={
+                    "company_id": company_id,
+                    "data_type": data_type,
+                    "pages": pages,
+                    "error": str(paging_error),
+                },
+            )
         # Counted over this run's pages; pages stored by a try that died before this
         # commit were counted by nobody (their records are in the copy all the same).
         if counts:

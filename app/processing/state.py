@@ -459,8 +459,70 @@ async def finish_pull(
             "last_pulled_at": started_at,
             "pull_watermark": watermark,
             "record_count": int(count or 0),
+            "last_pull_error": None,
             "updated_at": started_at,
         },
         key=["company_id", "data_type"],
-        update_columns=["last_pulled_at", "pull_watermark", "record_count", "updated_at"],
+        update_columns=[
+            "last_pulled_at",
+            "pull_watermark",
+            "record_count",
+            "last_pull_error",
+            "updated_at",
+        ],
+    )
+
+
+async def record_pull_error(
+    session: AsyncSession, company_id: str, data_type: str, error: str, now: datetime
+) -> None:
+    """A pull stopped short: say why on the data type (its watermark stays where it was,
+    so the next pull asks for those records again)."""
+    await upsert(
+        session,
+        DataTypeState,
+        {
+            "company_id": company_id,
+            "data_type": data_type,
+            "last_pull_error": error[:1000],
+            "record_count": 0,
+            "updated_at": now,
+        },
+        key=["company_id", "data_type"],
+        update_columns=["last_pull_error", "updated_at"],
+    )
+
+
+async def record_quota(
+    session: AsyncSession | AsyncConnection,
+    *,
+    limit: int | None,
+    remaining: int | None,
+    reset_at: datetime | None,
+    read_at: datetime,
+) -> None:
+    """Codat's own count of the quota (its X-Rate-Limit-* headers), unless a newer
+    reading is stored already; the pause is not touched."""
+    insert = dialect_insert(session)(RateLimitState).values(
+        id=RATE_LIMIT_ROW,
+        daily_quota=limit,
+        quota_remaining=remaining,
+        quota_reset_at=reset_at,
+        quota_read_at=read_at,
+        updated_at=read_at,
+    )
+    newer = or_(RateLimitState.quota_read_at.is_(None), RateLimitState.quota_read_at < read_at)
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=[RateLimitState.id],
+            set_={
+                "daily_quota": func.coalesce(
+                    insert.excluded.daily_quota, RateLimitState.daily_quota
+                ),
+                "quota_remaining": insert.excluded.quota_remaining,
+                "quota_reset_at": insert.excluded.quota_reset_at,
+                "quota_read_at": insert.excluded.quota_read_at,
+            },
+            where=newer,
+        )
     )

@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import tracing
+from app.codat.client import QuotaReading
 from app.codat.errors import CodatPaused, CodatRequestError
 from app.db import short_error
 from app.metrics import WORK_DONE, WORK_SECONDS
@@ -40,7 +41,7 @@ from app.processing.queue import (
     reschedule,
 )
 from app.processing.queues import EVENTS, QUEUES, Item, queue_of
-from app.processing.state import current_pause, extend_pause
+from app.processing.state import current_pause, extend_pause, record_quota
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class Worker:
         self._poll = timedelta(seconds=settings.worker_poll_interval)
         self._claim_batch = max(1, self.concurrency // 4)
         self._pause_read_at: datetime | None = None
+        # The client's last X-Rate-Limit-* reading that this worker stored.
+        self._quota_stored: QuotaReading | None = None
         # Sends changes to NOTIFY_ENDPOINTS, beside the events, with slots of its own
         # (unless `codat-webhooks notifier` processes do it: NOTIFY_IN_WORKER=false).
         sends = settings.notify_endpoints and settings.notify_in_worker
@@ -286,6 +289,16 @@ class Worker:
         if self._pause_read_at and now - self._pause_read_at < self._poll:
             return
         self._pause_read_at = now
+        quota = self.ctx.codat.quota
+        if quota is not None and quota != self._quota_stored:
+            await record_quota(
+                conn,
+                limit=quota.limit,
+                remaining=quota.remaining,
+                reset_at=quota.reset_at,
+                read_at=quota.read_at,
+            )
+            self._quota_stored = quota
         until, reason = await current_pause(conn)
         gate = self.ctx.codat.gate
         if until is None and gate.paused and gate.reason == "429":

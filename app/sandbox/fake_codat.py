@@ -144,6 +144,15 @@ _ERROR_TEXTS = {
 MAX_PAGE_SIZE = 5000
 MAX_QUERY_LENGTH = 2048
 
+NextLinkFault = Literal["repeat", "other_company", "other_data_type", "endless"]
+_OTHER_COMPANY = "0498e921-0000-4000-8000-000000000000"
+_MOVED_PATH: dict[str, Callable[[str], str]] = {
+    "other_company": lambda path: re.sub(
+        r"^/companies/[^/]+", f"/companies/{_OTHER_COMPANY}", path
+    ),
+    "other_data_type": lambda path: path.rsplit("/", 1)[0] + "/suppliers",
+}
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -470,7 +479,13 @@ class FakeCodat:
     ``Authorization: Basic <base64(api_key)>``), ``now`` (the clock, aware UTC),
     ``delay_all`` (seconds every answer waits), ``daily_quota`` (reported in the
     ``X-Rate-Limit-*`` headers) and ``already_in_progress_status`` (the status of a
-    DatasetAlreadyInProgressException, which Codat does not document; 409).
+    DatasetAlreadyInProgressException, which Codat does not document; 409, or 400).
+
+    Behaviours Codat does not document, for the guards against them:
+    ``refuse_push_query`` answers 400 to a push operation list with a ``query``;
+    ``next_link_fault`` breaks every list's ``_links.next`` as a mock built from Codat's
+    own OpenAPI examples does: ``"repeat"`` (the page itself again), ``"other_company"``
+    or ``"other_data_type"`` (another path), ``"endless"`` (always one more page).
     """
 
     def __init__(
@@ -486,6 +501,8 @@ class FakeCodat:
         self.now: Callable[[], datetime] = _utcnow
         self.delay_all = 0.0
         self.already_in_progress_status = 409
+        self.refuse_push_query = False
+        self.next_link_fault: NextLinkFault | None = None
         self.daily_quota = daily_quota
         self._companies: dict[str, _Company] = {}
         self._faults: list[_Fault] = []
@@ -505,6 +522,8 @@ class FakeCodat:
             self.now = now
             self.delay_all = 0.0
             self.already_in_progress_status = 409
+            self.refuse_push_query = False
+            self.next_link_fault = None
             self.daily_quota = daily_quota
             self._companies.clear()
             self._faults.clear()
@@ -966,8 +985,13 @@ class FakeCodat:
             "self": {"href": path},
             "current": {"href": _href(path, page, page_size, query, order_by)},
         }
-        if start + page_size < len(selected):
+        if start + page_size < len(selected) or self.next_link_fault == "endless":
             links["next"] = {"href": _href(path, page + 1, page_size, query, order_by)}
+        if self.next_link_fault in _MOVED_PATH:
+            moved = _MOVED_PATH[self.next_link_fault](path)
+            links["next"] = {"href": _href(moved, page + 1, page_size, query, order_by)}
+        elif self.next_link_fault == "repeat":
+            links["next"] = dict(links["current"])
         if page > 1:
             links["previous"] = {"href": _href(path, page - 1, page_size, query, order_by)}
         body = {
@@ -1112,6 +1136,8 @@ class FakeCodat:
     # ----------------------------------------------------------------- handlers: push
 
     async def _list_push_operations(self, request: Request) -> Response:
+        if self.refuse_push_query and request.query_params.get("query"):
+            raise CodatError(400, "Error parsing query - queries are not supported on push.")
         with self._lock:
             company = self._known_company(request)
             items = sorted(

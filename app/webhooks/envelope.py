@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,6 +16,7 @@ from app.codat.datatypes import (
     WRITE_EVENT,
     write_data_type,
 )
+from app.codat.events import as_utc
 from app.codat.ids import is_codat_id
 
 
@@ -42,18 +43,6 @@ class EventFacts:
     unprocessable: str | None = None
 
 
-def _as_utc(value: object) -> datetime | None:
-    """ISO-8601 as UTC; None if unreadable; OverflowError if it has no UTC form (year 1
-    at +01:00, year 9999 at -01:00)."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
 # How far ahead of the receive time a generatedDate may be: clocks differ a little (Svix
 # allows 5 minutes either way for its timestamp). Beyond it, a date is taken as the receive
 # time plus this: an event dated 9999 froze the state it wrote, since an older event never
@@ -65,14 +54,6 @@ def clamped_to_receipt(generated_at: datetime | None, received_at: datetime) -> 
     """`generatedDate` for ordering events: never later than it could be."""
     latest = received_at + MAX_CLOCK_SKEW
     return latest if generated_at is not None and generated_at > latest else generated_at
-
-
-def parse_datetime(value: object) -> datetime | None:
-    """Lenient ISO-8601: Codat's dates vary in precision; a bad one becomes None."""
-    try:
-        return _as_utc(value)
-    except OverflowError:
-        return None
 
 
 def _get(mapping: object, *keys: str) -> object:
@@ -191,7 +172,7 @@ def read_facts(body: bytes) -> EventFacts:
     event_type, payload = envelope.eventType, envelope.payload
     unprocessable: str | None = None
     try:
-        generated_at = _as_utc(envelope.generatedDate)
+        generated_at = as_utc(envelope.generatedDate)
     except OverflowError:
         generated_at, unprocessable = None, "generatedDate has no UTC form (out of range)"
     if (odd := odd_id(event_type, payload)) is not None:
