@@ -163,7 +163,8 @@ class Report:
             f"| duration | {time.monotonic() - self._t0:.0f} s |",
             f"| commit | {_git_commit()} |",
             f"| machine | {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
-            f"load average {self.load_at_start:.2f} at the start |",
+            f"load average {self.load_at_start:.2f} at the start, "
+            f"{os.getloadavg()[0]:.2f} at the end (other work on the machine shows here) |",
             f"| Python | {platform.python_version()} |",
         ]
         out += [f"| {label} | {value} |" for label, value in self.facts.items()]
