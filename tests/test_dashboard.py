@@ -11,10 +11,11 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.routing import APIRoute
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.dashboard import reads
 from app.dashboard.auth import SignInRequired, new_session_cookie, read_session, safe_next
 from app.dashboard.routes import router
 from app.db import session_factory
@@ -481,3 +482,36 @@ async def test_the_company_page_shows_issues_links_and_writes(
     writes = (await client.get("/ui/writes")).text
     failures = writes[writes.index("Failed and timed out") : writes.index("Every write")]
     assert "push-bad" in failures and "push-ok" not in failures
+
+
+async def test_events_by_hour_puts_each_event_in_its_hour_on_both_databases(
+    engine: AsyncEngine,
+) -> None:
+    """The chart's buckets from a fixed moment: every hour of the last 24, none older,
+    ids with gaps (pruned rows) in between, each database's own hour arithmetic."""
+    now = datetime(2026, 11, 30, 9, 41, tzinfo=UTC)
+    received = [
+        (now - timedelta(hours=30), EventStatus.PROCESSED),  # before the window
+        (now - timedelta(hours=23, minutes=10), EventStatus.PROCESSED),  # 10:xx yesterday
+        (now - timedelta(hours=5), EventStatus.DEAD),  # 04:41
+        (now - timedelta(hours=5, minutes=20), EventStatus.PROCESSED),  # 04:21
+        (now - timedelta(minutes=40), EventStatus.PENDING),  # 09:01
+        (now - timedelta(minutes=1), EventStatus.IGNORED),  # 09:40
+    ]
+    ids = []
+    for moment, status in sorted(received):
+        ids.append(await add_event(engine, status, received_at=moment))
+        await add_event(
+            engine, EventStatus.PROCESSED, received_at=moment, delivery_id=f"gap{moment}"
+        )
+    async with session_factory(engine)() as session:
+        await session.execute(delete(WebhookEvent).where(WebhookEvent.id.not_in(ids)))
+        await session.commit()
+        hours = await reads.events_by_hour(session, now)
+    assert len(hours) == 24
+    assert hours[0].start == datetime(2026, 11, 29, 10, tzinfo=UTC)
+    assert hours[-1].start == datetime(2026, 11, 30, 9, tzinfo=UTC)
+    found = {
+        h.start.hour: (h.received, h.processed, h.dead, h.waiting) for h in hours if h.received
+    }
+    assert found == {10: (1, 1, 0, 0), 4: (2, 1, 1, 0), 9: (2, 1, 0, 1)}

@@ -65,9 +65,9 @@ async def _first_id_received_since(session: AsyncSession, since: datetime) -> in
             )
         ).one()
         if row.received_at >= since:
-            high = row.id
+            high = middle  # the answer is at or below the first row from `middle`
         else:
-            low = row.id + 1
+            low = row.id + 1  # every id up to this row's is before the window
     return int(low)
 
 
