@@ -123,6 +123,7 @@ async def test_an_operator_signs_in_replays_refreshes_and_signs_out(
     # Signing out: the next page is refused.
     await page.get_by_role("button", name="Sign out").click()
     await page.get_by_role("heading", name="Sign in").wait_for()
+    await page.get_by_text("You have signed out.").wait_for()
     again = await page.goto(f"{site}/ui")
     assert again is not None and again.status == 401
     assert await page.get_by_role("heading", name="Overview").count() == 0

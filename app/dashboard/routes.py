@@ -13,7 +13,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -145,7 +145,7 @@ CheckedForm = Annotated[dict[str, str], Depends(_checked_form)]
 
 
 def sign_in_page(
-    request: Request, *, status_code: int, next_path: str, message: str = ""
+    request: Request, *, status_code: int, next_path: str, message: str = "", notice: str = ""
 ) -> Response:
     """The form, with a fresh double-submit token in a short-lived cookie."""
     token = secrets.token_urlsafe(24)
@@ -156,6 +156,7 @@ def sign_in_page(
         sign_in_csrf=token,
         next_path=next_path,
         message=message,
+        notice=notice,
         no_tokens=not request.app.state.api_tokens,
     )
     response.set_cookie(SIGN_IN_COOKIE, token, max_age=3600, **_cookie_options(request))
@@ -164,7 +165,13 @@ def sign_in_page(
 
 @router.get("/sign-in")
 async def sign_in_form(request: Request, next: str | None = None) -> Response:
-    return sign_in_page(request, status_code=200, next_path=safe_next(next))
+    signed_out = request.query_params.get("signed_out") == "1"
+    return sign_in_page(
+        request,
+        status_code=200,
+        next_path=safe_next(next),
+        notice="You have signed out." if signed_out else "",
+    )
 
 
 @router.post("/sign-in")
@@ -501,7 +508,7 @@ async def refresh_company(
     except CommandError as exc:
         await db.rollback()
         return _error(request, exc, active="companies")
-    return _redirect(f"{PREFIX}/companies/{company_id}", queued="refresh")
+    return _redirect(f"{PREFIX}/companies/{quote(company_id, safe='')}", queued="refresh")
 
 
 @router.post("/companies/{company_id}/reconcile")
@@ -513,7 +520,7 @@ async def reconcile_company(
     except CommandError as exc:
         await db.rollback()
         return _error(request, exc, active="companies")
-    return _redirect(f"{PREFIX}/companies/{company_id}", queued="reconcile")
+    return _redirect(f"{PREFIX}/companies/{quote(company_id, safe='')}", queued="reconcile")
 
 
 # -- writes ---------------------------------------------------------------------------------
