@@ -374,7 +374,8 @@ def send_test_event(
     """Sign an event with the configured secret and post it: how to check a deployment."""
     import httpx
 
-    from app.sample_delivery import new_delivery_id, now_utc, signed_headers
+    from app.sample_delivery import now_utc
+    from app.webhooks.sample_signing import new_delivery_id, signed_headers
 
     settings = load_settings(dev_env=True)
     path = file or SAMPLES / f"{sample}.json"
@@ -532,19 +533,20 @@ def register_webhook(
 ) -> None:
     """Create Codat's webhook consumer for this service (or show the existing one)."""
     from app.codat.datatypes import BILL_PAY_EVENT_TYPES
+    from app.codat.records import WebhookConsumer
     from app.processing.context import build_context
 
     settings = load_settings(dev_env=True)
     url = public_url.rstrip("/") + WEBHOOK_PATH
 
-    async def work() -> tuple[bool, dict[str, Any]]:
+    async def work() -> tuple[bool, WebhookConsumer]:
         from app.db import create_engine
 
         engine = create_engine(settings.database_url)
         client = build_context(settings, engine).codat
         try:
             for consumer in await client.webhook_consumers():
-                if consumer.get("url") == url:
+                if consumer.url == url:
                     return False, consumer
             created = await client.create_webhook_consumer(url, list(BILL_PAY_EVENT_TYPES))
             return True, created
@@ -553,8 +555,8 @@ def register_webhook(
             await engine.dispose()
 
     created, consumer = _run(work())
-    typer.echo(("created" if created else "already registered") + f": {consumer.get('id')} {url}")
-    typer.echo(f"events: {', '.join(consumer.get('eventTypes') or [])}")
+    typer.echo(("created" if created else "already registered") + f": {consumer.id} {url}")
+    typer.echo(f"events: {', '.join(consumer.event_types)}")
     typer.echo(
         "Codat's API does not expose the signing secret: copy it from the Portal (Monitor >"
         " Webhooks > Events > this endpoint) into CODAT_WEBHOOK_SECRETS."

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.codat.base import BASE_URL
+
 DEFAULT_DATABASE_URL = "sqlite:///./var/codat-webhooks.db"
 # `make run` writes the development settings it chose (never ones it was given) here, beside
 # the default database, so that commands run from the checkout in another shell find them.
@@ -84,7 +86,7 @@ class Settings(DatabaseSettings):
     log_format: Literal["json", "console"] = "json"
 
     codat_api_key: SecretStr = SecretStr("")
-    codat_base_url: str = "https://api.codat.io"
+    codat_base_url: str = BASE_URL
     codat_timeout_seconds: float = Field(default=30.0, gt=0)
     codat_max_concurrency: int = Field(default=32, ge=1)
     codat_page_size: int = Field(default=5000, ge=1, le=5000)

@@ -1,7 +1,8 @@
 """`send-test-event`: a signed delivery of a sample event, and waiting for what it caused.
 
-Signed with svix exactly as Codat's deliveries are, so that a deployment (or `make run`)
-is checked through the real webhook route. Waiting reads the database the service writes:
+Signed with svix exactly as Codat's deliveries are (app/webhooks/sample_signing.py, beside
+the verifier), so that a deployment (or `make run`) is checked through the real webhook
+route. Waiting reads the database the service writes:
 the event's row, then the pulls it queued, so that the walkthrough's next command sees
 the local copy filled.
 """
@@ -10,33 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from svix.webhooks import Webhook
 
 from app.models import DataTypeState, EventStatus, Job, JobStatus, WebhookEvent
 from app.processing.pulls import PULL
 
 _UNFINISHED_EVENT = (EventStatus.PENDING, EventStatus.PROCESSING)
 _UNFINISHED_JOB = (JobStatus.PENDING, JobStatus.PROCESSING)
-
-
-def new_delivery_id() -> str:
-    return f"msg_test_{uuid.uuid4().hex}"
-
-
-def signed_headers(secret: str, delivery_id: str, body: str, now: datetime) -> dict[str, str]:
-    """The headers of one delivery attempt (a retry is signed again, same id)."""
-    return {
-        "webhook-id": delivery_id,
-        "webhook-timestamp": str(int(now.timestamp())),
-        "webhook-signature": Webhook(secret).sign(delivery_id, now, body),
-        "content-type": "application/json",
-    }
 
 
 def now_utc() -> datetime:

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.codat.datatypes import BILL_PAY_EVENT_TYPES, LIFECYCLE_EVENT_TYPES
+from app.codat.events import company_id_of
 from app.config import Settings
 from app.db import session_factory
 from app.main import create_app
@@ -26,7 +27,6 @@ from app.processing.lifecycle import prune_deleted_companies
 from app.processing.queue import enqueue_job
 from app.processing.worker import Worker
 from app.sandbox.fake_codat import FakeCodat, make_bill
-from app.webhooks.envelope import company_id_of
 from tests.conftest import Clock, make_settings, running, sample
 from tests.support.flow import (
     COMPANY,

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import httpx
 
 from app import tracing
+from app.codat.base import BASE_URL
 from app.codat.datatypes import SINGLE_OBJECT_TYPES, list_path
 from app.codat.errors import (
     CodatError,
@@ -42,11 +43,12 @@ from app.codat.errors import (
 from app.codat.events import parse_datetime
 from app.codat.gate import MAX_PAUSE, PauseGate
 from app.codat.ids import id_segment, segment
+from app.codat.records import CachedRecord, DataStatus, PushOperation, WebhookConsumer
 from app.metrics import CODAT_CALLS
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://api.codat.io"
+DEFAULT_BASE_URL = BASE_URL
 MAX_PAGE_SIZE = 5000  # Codat's largest page: the fewest calls per pull
 PER_COMPANY_CONCURRENCY = 10  # Codat's limit of concurrent requests per company
 # Codat documents only the message of a refresh refused because one is running
@@ -173,12 +175,13 @@ class CodatClient:
         *,
         connection_id: str | None = None,
         modified_since: datetime | None = None,
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncIterator[list[CachedRecord]]:
         """Each page of a data type's records, oldest change first, following `_links.next`."""
         path = list_path(company_id, data_type, connection_id)
         operation = f"read:{data_type}"
         if data_type in SINGLE_OBJECT_TYPES:
-            yield [await self._json("GET", path, company_id, operation, data_type=data_type)]
+            body = await self._json("GET", path, company_id, operation, data_type=data_type)
+            yield [CachedRecord.of(body)]
             return
         first_page: dict[str, str | int] = {
             "page": 1,
@@ -189,7 +192,7 @@ class CodatClient:
             # >= and not >: records sharing the watermark's instant are fetched again, not lost.
             first_page["query"] = f"modifiedDate>={codat_time(modified_since)}"
         async for page in self._paged(path, company_id, operation, first_page, data_type):
-            yield page
+            yield [CachedRecord.of(record) for record in page if isinstance(record, dict)]
 
     async def _paged(
         self,
@@ -245,14 +248,17 @@ class CodatClient:
 
     # -- write outcomes -----------------------------------------------------------------
 
-    async def push_operation(self, company_id: str, push_operation_key: str) -> dict[str, Any]:
+    async def push_operation(self, company_id: str, push_operation_key: str) -> PushOperation:
         company = id_segment(company_id, "company id")
         path = f"/companies/{company}/push/{id_segment(push_operation_key, 'push operation key')}"
-        return await self._json("GET", path, company_id, "push:get")
+        operation = PushOperation.of(await self._json("GET", path, company_id, "push:get"))
+        if operation is None:
+            raise CodatUnavailable("push:get: the answer is not a push operation")
+        return operation
 
     async def push_operations(
         self, company_id: str, *, requested_since: datetime
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncIterator[list[PushOperation]]:
         """Pages of the push operations requested since a moment.
 
         Codat does not document queries on push operations (its queries are for company
@@ -272,11 +278,16 @@ class CodatClient:
             try:
                 async for page in self._paged(path, company_id, "push:list", first_page):
                     yielded = True
-                    recent = [op for op in page if _requested_after(op, requested_since)]
+                    operations = [
+                        op
+                        for item in page
+                        if isinstance(item, dict) and (op := PushOperation.of(item)) is not None
+                    ]
+                    recent = [op for op in operations if _requested_after(op, requested_since)]
                     if recent:
                         yield recent
                     newest_first = str(extra.get("orderBy", "")).startswith("-")
-                    if newest_first and len(recent) < len(page):
+                    if newest_first and len(recent) < len(operations):
                         return  # the rest is older than the look-back
                 return
             except CodatRequestError as exc:
@@ -316,23 +327,24 @@ class CodatClient:
             raise
         return True
 
-    async def data_status(self, company_id: str) -> dict[str, Any]:
-        """Codat's view of each data type: `{dataType: {lastSuccessfulSync, currentStatus}}`."""
+    async def data_status(self, company_id: str) -> dict[str, DataStatus]:
+        """Codat's view of each data type: when it last read it, what it is doing."""
         path = f"/companies/{id_segment(company_id, 'company id')}/dataStatus"
-        return await self._json("GET", path, company_id, "status")
+        return DataStatus.all_of(await self._json("GET", path, company_id, "status"))
 
-    async def webhook_consumers(self) -> list[dict[str, Any]]:
+    async def webhook_consumers(self) -> list[WebhookConsumer]:
         body = await self._json("GET", "/webhooks", None, "webhooks:list")
-        return list(body.get("results") or [])
+        return [WebhookConsumer.of(c) for c in body.get("results") or [] if isinstance(c, dict)]
 
-    async def create_webhook_consumer(self, url: str, event_types: list[str]) -> dict[str, Any]:
-        return await self._json(
+    async def create_webhook_consumer(self, url: str, event_types: list[str]) -> WebhookConsumer:
+        body = await self._json(
             "POST",
             "/webhooks",
             None,
             "webhooks:create",
             json_body={"url": url, "eventTypes": event_types, "disabled": False},
         )
+        return WebhookConsumer.of(body)
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -482,10 +494,7 @@ def _check_next(
     read_pages.add(int(asked))
 
 
-def _requested_after(operation: object, since: datetime) -> bool:
+def _requested_after(operation: PushOperation, since: datetime) -> bool:
     """Whether a push operation was requested after `since` (one without a readable date
     is kept: better looked at than missed)."""
-    if not isinstance(operation, dict):
-        return False
-    requested = parse_datetime(operation.get("requestedOnUtc"))
-    return requested is None or requested > since
+    return operation.requested_at is None or operation.requested_at > since

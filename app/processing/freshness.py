@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes.record import WEBHOOKS_MISSED, write_change_body, write_change_type
 from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES, Variant
-from app.codat.events import parse_datetime
+from app.codat.events import FINISHED_PUSH
+from app.codat.records import DataStatus, PushOperation
 from app.codat.statuses import COMPLETE, TERMINAL
 from app.db import Executor
 from app.metrics import MISSED_WEBHOOKS, REFRESHES
@@ -28,7 +29,7 @@ from app.processing.context import Context, InvalidJob
 from app.processing.lifecycle import skipped_for_lifecycle
 from app.processing.pulls import PULL, pull_key
 from app.processing.queue import enqueue_job
-from app.processing.state import RATE_LIMIT_ROW, ensure_company, record_write, write_errors
+from app.processing.state import RATE_LIMIT_ROW, ensure_company, record_write, write_outcome
 
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -36,7 +37,6 @@ WINDOW = timedelta(days=1)  # the sweep's share is of a day's quota, over any 24
 
 REFRESH, SWEEP, RECONCILE = "refresh", "sweep", "reconcile"
 SWEEP_KEY = "sweep"
-FINISHED_PUSH = {"Success", "Failed", "TimedOut"}
 # Codat's default quota is 1,000 x (1 + companies) a day (CODAT.md §3.4).
 QUOTA_PER_COMPANY = 1000
 # Companies whose overdue types one statement loads (a bound on its parameters).
@@ -437,20 +437,16 @@ async def _push_list_due(ctx: Context, company_id: str, now: datetime) -> bool:
     return recent is not None
 
 
-def _last_sync(status: object) -> datetime | None:
-    """When Codat last read a type, from one entry of its dataStatus."""
-    return parse_datetime(status.get("lastSuccessfulSync")) if isinstance(status, dict) else None
-
-
 async def _refresh_unread(
-    ctx: Context, company_id: str, statuses: dict[str, Any], data_types: list[str]
+    ctx: Context, company_id: str, statuses: dict[str, DataStatus], data_types: list[str]
 ) -> None:
     """Refresh the overdue types Codat itself has not read within the policy."""
     now = ctx.clock()
     cutoff = now - ctx.settings.freshness_max_age
     async with ctx.sessions.begin() as session:
         for data_type in data_types:
-            synced = _last_sync(statuses.get(data_type))
+            status = statuses.get(data_type)
+            synced = status.last_successful_sync if status else None
             if synced is not None and synced >= cutoff:
                 continue  # Codat has it; _catch_up_reads pulled it if we had not
             state = await session.get(DataTypeState, (company_id, data_type))
@@ -472,7 +468,7 @@ async def _catch_up_reads(ctx: Context, company_id: str, statuses: dict[str, Any
         for data_type, status in statuses.items():
             if data_type not in PULLABLE_DATA_TYPES:
                 continue
-            synced = _last_sync(status)
+            synced = status.last_successful_sync
             if synced is None:
                 continue
             state = await session.get(DataTypeState, (company_id, data_type))
@@ -532,7 +528,7 @@ async def _catch_up_writes(ctx: Context, company_id: str) -> int:
             await session.scalars(
                 select(WriteOutcome.push_operation_key).where(
                     WriteOutcome.company_id == company_id,
-                    WriteOutcome.status.in_(FINISHED_PUSH),
+                    WriteOutcome.status.in_([str(s) for s in FINISHED_PUSH]),
                 )
             )
         )
@@ -551,47 +547,22 @@ async def _catch_up_writes(ctx: Context, company_id: str) -> int:
     caught_up = 0
     async for page in ctx.codat.push_operations(company_id, requested_since=since):
         for operation in page:
-            key = operation.get("pushOperationKey")
-            status = operation.get("status")
-            if not isinstance(key, str) or status not in FINISHED_PUSH:
+            if not operation.finished or operation.key in finished:
                 continue
-            if key in finished:
-                continue
-            await _record_missed_write(ctx, company_id, key, operation)
+            await _record_missed_write(ctx, company_id, operation)
             caught_up += 1
     return caught_up
 
 
-async def _record_missed_write(
-    ctx: Context, company_id: str, key: str, operation: dict[str, Any]
-) -> None:
+async def _record_missed_write(ctx: Context, company_id: str, operation: PushOperation) -> None:
     now = ctx.clock()
-    if operation.get("status") != "Success":
-        operation = await ctx.codat.push_operation(company_id, key)  # the full error detail
-    changes = operation.get("changes") or []
-    record_ref = (
-        (changes[0].get("recordRef") or {}) if changes and isinstance(changes[0], dict) else {}
-    )
-    data_type = str(operation.get("dataType") or record_ref.get("dataType") or "unknown")
-    succeeded = operation.get("status") == "Success"
+    if not operation.succeeded:
+        # The full error detail.
+        operation = await ctx.codat.push_operation(company_id, operation.key)
+    succeeded = operation.succeeded
+    outcome = write_outcome(operation, company_id=company_id, source="reconcile", now=now)
+    data_type = outcome["data_type"]
     async with ctx.sessions.begin() as session:
-        outcome = {
-            "push_operation_key": key,
-            "company_id": company_id,
-            "connection_id": operation.get("dataConnectionKey"),
-            "data_type": data_type,
-            "write_type": None,
-            "status": operation.get("status"),
-            "record_id": record_ref.get("id"),
-            "attachment_id": None,
-            "requested_at": parse_datetime(operation.get("requestedOnUtc")),
-            "completed_at": parse_datetime(operation.get("completedOnUtc")),
-            "source": "reconcile",
-            # No event: older than any webhook that may still come, so that one wins.
-            "event_at": None,
-            "updated_at": now,
-            **write_errors(operation),
-        }
         if await record_write(session, outcome):
             await ctx.record_change(
                 session,
@@ -603,11 +574,11 @@ async def _record_missed_write(
                 session,
                 WEBHOOKS_MISSED,
                 company_id,
-                {"kind": "write", "pushOperationKey": key, "dataType": data_type},
+                {"kind": "write", "pushOperationKey": operation.key, "dataType": data_type},
             )
         if succeeded and data_type in PULLABLE_DATA_TYPES:
             await request_write_refresh(
-                ctx, session, company_id, data_type, operation.get("dataConnectionKey"), now
+                ctx, session, company_id, data_type, operation.connection_id, now
             )
     MISSED_WEBHOOKS.labels(kind="write").inc()
     log.warning(
@@ -615,7 +586,7 @@ async def _record_missed_write(
         extra={
             "kind": f"{data_type}.write",
             "company_id": company_id,
-            "push_operation_key": key,
-            "status": operation.get("status"),
+            "push_operation_key": operation.key,
+            "status": operation.status,
         },
     )

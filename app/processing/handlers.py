@@ -37,7 +37,15 @@ from app.codat.datatypes import (
     WRITE_EVENT,
     write_data_type,
 )
-from app.codat.events import parse_datetime
+from app.codat.events import (
+    CompanyReference,
+    ConnectionNotice,
+    Envelope,
+    RateLimitNotice,
+    ReadSummary,
+    WriteNotice,
+    read_summaries,
+)
 from app.codat.gate import capped_pause
 from app.codat.statuses import COMPLETE, NEEDS_RELINK, status_kind
 from app.models import Company, DataTypeState, EventStatus, WebhookEvent
@@ -48,8 +56,6 @@ from app.processing.lifecycle import (
     REAUTH_EVENTS,
     block_for_auth_error,
     blocked_reason,
-    company_fields,
-    company_tags,
     lift_block_after_initial_read,
     reauth_after,
     stop_company_work,
@@ -58,6 +64,7 @@ from app.processing.lifecycle import REAUTH_STATUSES as REAUTH_STATUSES
 from app.processing.pulls import PULL, pull_key
 from app.processing.queue import enqueue_job, resume_waiting
 from app.processing.state import (
+    PUSH_ERROR_COLUMNS,
     current_pause,
     ensure_company,
     record_company_status,
@@ -66,9 +73,8 @@ from app.processing.state import (
     record_rate_limit,
     record_read,
     record_write,
-    write_errors,
+    write_outcome,
 )
-from app.webhooks.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
@@ -100,18 +106,15 @@ class Outcome:
 Handler = Callable[[Context, Delivered], Awaitable[Outcome]]
 
 
-def _data_types(delivered: Delivered) -> list[dict[str, Any]]:
-    items = delivered.payload.get("dataTypes")
-    if not isinstance(items, list):
+def _data_types(delivered: Delivered) -> list[ReadSummary]:
+    items = read_summaries(delivered.payload)
+    if items is None:
         raise InvalidEvent("read event without a dataTypes list")
-    return [
-        item for item in items if isinstance(item, dict) and isinstance(item.get("dataType"), str)
-    ]
+    return items
 
 
-def _reference(delivered: Delivered) -> dict[str, Any]:
-    reference = delivered.payload.get("referenceCompany")
-    return reference if isinstance(reference, dict) else {}
+def _reference(delivered: Delivered) -> CompanyReference:
+    return CompanyReference.of(delivered.payload)
 
 
 def _company_id(delivered: Delivered) -> str:
@@ -131,9 +134,9 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
             session,
             company_id,
             now,
-            name=reference.get("name"),
-            description=reference.get("description"),
-            tags=company_tags(reference.get("tags")),
+            name=reference.name,
+            description=reference.description,
+            tags=reference.tags,
         )
         if initial and await lift_block_after_initial_read(
             session, company_id, delivered.generated_at, now
@@ -159,38 +162,38 @@ async def _record_reads(ctx: Context, delivered: Delivered, *, initial: bool) ->
                     {"failures": failures} if failures else {},
                 )
         for item in items:
-            if status_kind(item.get("status")) == "terminal":
+            if status_kind(item.status) == "terminal":
                 await _announce_unavailable(ctx, session, company_id, item, delivered.generated_at)
-            if item.get("status") in NEEDS_RELINK:
+            if item.status in NEEDS_RELINK:
                 blocked = True
                 await _block_for_auth_error(ctx, session, delivered, item)
             # The initial read pulls everything complete; later reads only what changed.
-            wanted = item.get("status") == COMPLETE and (initial or item.get("recordsModified"))
-            pullable = wanted and item["dataType"] in PULLABLE_DATA_TYPES
+            wanted = item.status == COMPLETE and (initial or item.records_modified)
+            pullable = wanted and item.data_type in PULLABLE_DATA_TYPES
             await record_read(
                 session,
                 company_id,
-                item["dataType"],
-                connection_id=item.get("connectionId"),
-                status=item.get("status"),
-                issues=item.get("issues"),
+                item.data_type,
+                connection_id=item.connection_id,
+                status=item.status,
+                issues=item.issues,
                 event_at=delivered.generated_at,
                 now=now,
             )
             if blocked:
                 continue  # recorded; pulled when linked again (_resume_company_work)
-            if item["dataType"] in required_types:
+            if item.data_type in required_types:
                 await _refresh_if_incomplete(ctx, session, company_id, item, now)
             if pullable:
                 await enqueue_job(
                     session,
                     kind=PULL,
-                    key=pull_key(company_id, item["dataType"]),
+                    key=pull_key(company_id, item.data_type),
                     now=now,
                     due_at=now + timedelta(seconds=ctx.settings.pull_debounce_seconds),
                     company_id=company_id,
-                    data_type=item["dataType"],
-                    connection_id=item.get("connectionId"),
+                    data_type=item.data_type,
+                    connection_id=item.connection_id,
                 )
 
     return Outcome(EventStatus.PROCESSED, write)
@@ -200,14 +203,14 @@ async def _announce_unavailable(
     ctx: Context,
     session: AsyncSession,
     company_id: str,
-    item: dict[str, Any],
+    item: ReadSummary,
     event_at: datetime,
 ) -> None:
     """`data_type.unavailable` when a type's read ends in a status no refresh can fix,
     once per status (the same status again, or an older read, announces nothing)."""
-    state = await session.get(DataTypeState, (company_id, item["dataType"]))
+    state = await session.get(DataTypeState, (company_id, item.data_type))
     if state is not None and (
-        state.last_read_status == item.get("status")
+        state.last_read_status == item.status
         or (state.last_read_at is not None and state.last_read_at > event_at)
     ):
         return
@@ -216,16 +219,16 @@ async def _announce_unavailable(
         DATA_TYPE_UNAVAILABLE,
         company_id,
         {
-            "dataType": item["dataType"],
-            "status": item.get("status"),
-            "issues": item.get("issues") or [],
-            "needsReauth": item.get("status") in NEEDS_RELINK,
+            "dataType": item.data_type,
+            "status": item.status,
+            "issues": item.issues,
+            "needsReauth": item.status in NEEDS_RELINK,
         },
     )
 
 
 async def _block_for_auth_error(
-    ctx: Context, session: AsyncSession, delivered: Delivered, item: dict[str, Any]
+    ctx: Context, session: AsyncSession, delivered: Delivered, item: ReadSummary
 ) -> None:
     """A read that ended in AuthError: the connection must be linked again."""
     company_id = _company_id(delivered)
@@ -236,47 +239,47 @@ async def _block_for_auth_error(
             COMPANY_NEEDS_REAUTH,
             company_id,
             {
-                "connectionId": item.get("connectionId"),
+                "connectionId": item.connection_id,
                 "event": delivered.envelope.eventType,
-                "dataType": item["dataType"],
-                "status": item.get("status"),
+                "dataType": item.data_type,
+                "status": item.status,
                 "linkUrl": link_url,
             },
         )
 
 
 async def _refresh_if_incomplete(
-    ctx: Context, session: AsyncSession, company_id: str, item: dict[str, Any], now: datetime
+    ctx: Context, session: AsyncSession, company_id: str, item: ReadSummary, now: datetime
 ) -> None:
     """A Bill Pay type whose read failed for a reason that may pass is refreshed (a few
     times); one that completed resets. A terminal status is left alone (a refresh cannot
     fix it), as is a read still on its way."""
-    kind = status_kind(item.get("status"))
+    kind = status_kind(item.status)
     if kind == "complete":
         await session.execute(
             update(DataTypeState)
             .where(
-                DataTypeState.company_id == company_id, DataTypeState.data_type == item["dataType"]
+                DataTypeState.company_id == company_id, DataTypeState.data_type == item.data_type
             )
             .values(refresh_retries=0)
         )
     elif kind == "transient":
-        await retry_failed_read(
-            ctx, session, company_id, item["dataType"], item.get("connectionId"), now
-        )
+        await retry_failed_read(ctx, session, company_id, item.data_type, item.connection_id, now)
 
 
 def initial_read_failures(
-    items: list[dict[str, Any]], required: tuple[str, ...]
+    items: list[ReadSummary], required: tuple[str, ...]
 ) -> list[dict[str, Any]]:
-    """The Bill Pay types that did not complete, with Codat's status and issues."""
-    by_type = {item["dataType"]: item for item in items}
+    """The Bill Pay types that did not complete, with Codat's status and issues (`Missing`
+    when Codat did not report the type)."""
+    by_type = {item.data_type: item for item in items}
     failures: list[dict[str, Any]] = []
     for data_type in required:
-        item = by_type.get(data_type, {"status": "Missing"})
-        if item.get("status") != COMPLETE:
-            issues = item.get("issues") or []
-            failures.append({"dataType": data_type, "status": item.get("status"), "issues": issues})
+        item = by_type.get(data_type)
+        if item is None:
+            failures.append({"dataType": data_type, "status": "Missing", "issues": []})
+        elif item.status != COMPLETE:
+            failures.append({"dataType": data_type, "status": item.status, "issues": item.issues})
     return failures
 
 
@@ -292,41 +295,36 @@ async def handle_write(ctx: Context, delivered: Delivered) -> Outcome:
     match = WRITE_EVENT.fullmatch(delivered.envelope.eventType)
     assert match is not None
     data_type, successful = write_data_type(match[1]), match[2] == "successful"
-    payload = delivered.payload
-    key = payload.get("id")
-    if not isinstance(key, str) or not key:
+    notice = WriteNotice.of(delivered.payload)
+    key = notice.push_operation_key
+    if key is None:
         raise InvalidEvent("write event without payload.id (the push operation key)")
     company_id = delivered.company_id
-    record = payload.get("record")
     values: dict[str, Any] = {
         "push_operation_key": key,
         "company_id": company_id,
-        "connection_id": payload.get("connectionId"),
+        "connection_id": notice.connection_id,
         "data_type": data_type,
-        "write_type": payload.get("type"),
-        "status": payload.get("status") or ("Success" if successful else "Failed"),
-        "record_id": record.get("id") if isinstance(record, dict) else None,
-        "attachment_id": payload.get("attachmentId"),
-        "requested_at": parse_datetime(payload.get("requestedOnDate")),
-        "completed_at": parse_datetime(payload.get("completedOnDate")),
+        "write_type": notice.write_type,
+        "status": notice.status or ("Success" if successful else "Failed"),
+        "record_id": notice.record_id,
+        "attachment_id": notice.attachment_id,
+        "requested_at": notice.requested_at,
+        "completed_at": notice.completed_at,
         "source": "webhook",
         "event_at": delivered.generated_at,
     }
+    now = ctx.clock()
     if not successful and company_id and not await _deleted(ctx, company_id):
         # The webhook carries no reason; the push operation has the error and validation.
-        values |= write_errors(await ctx.codat.push_operation(company_id, key))
-    now = ctx.clock()
+        operation = await ctx.codat.push_operation(company_id, key)
+        from_codat = write_outcome(operation, company_id=company_id, source="webhook", now=now)
+        values |= {column: from_codat[column] for column in PUSH_ERROR_COLUMNS}
     reference = _reference(delivered)
 
     async def write(session: AsyncSession) -> None:
         if company_id:
-            await ensure_company(
-                session,
-                company_id,
-                now,
-                name=reference.get("name"),
-                tags=company_tags(reference.get("tags")),
-            )
+            await ensure_company(session, company_id, now, name=reference.name, tags=reference.tags)
         if await record_write(session, {**values, "updated_at": now}):
             await ctx.record_change(
                 session,
@@ -337,11 +335,11 @@ async def handle_write(ctx: Context, delivered: Delivered) -> Outcome:
         if (
             successful
             and company_id
-            and payload.get("type") in ("Create", "Update", "Delete")
+            and notice.write_type in ("Create", "Update", "Delete")
             and await blocked_reason(session, company_id) is None
         ):
             await request_write_refresh(
-                ctx, session, company_id, data_type, payload.get("connectionId"), now
+                ctx, session, company_id, data_type, notice.connection_id, now
             )
 
     return Outcome(EventStatus.PROCESSED, write)
@@ -354,27 +352,23 @@ async def _deleted(ctx: Context, company_id: str) -> bool:
         return await blocked_reason(session, company_id) == DELETED
 
 
-def _int_or_none(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 async def handle_rate_limit(ctx: Context, delivered: Delivered) -> Outcome:
     reached = delivered.envelope.eventType == "client.rateLimit.reached"
-    payload = delivered.payload
+    notice = RateLimitNotice.of(delivered.payload)
     now = ctx.clock()
     until: datetime | None = None
     if reached:
         # Codat's quota resets at midnight UTC: the fallback when expiryDate is unreadable.
         midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        until = capped_pause(parse_datetime(payload.get("expiryDate")) or midnight, now)
+        until = capped_pause(notice.expiry or midnight, now)
 
     async def write(session: AsyncSession) -> None:
         recorded = await record_rate_limit(
             session,
             paused_until=until,
             reason="rateLimit.reached" if reached else "rateLimit.reset",
-            daily_quota=_int_or_none(payload.get("dailyQuota")),
-            quota_remaining=_int_or_none(payload.get("quotaRemaining")),
+            daily_quota=notice.daily_quota,
+            quota_remaining=notice.quota_remaining,
             event_at=delivered.generated_at,
             now=now,
         )
@@ -401,34 +395,26 @@ async def handle_connection(ctx: Context, delivered: Delivered) -> Outcome:
     it is linked again, and `connection.reconnected` reconciles it at once."""
     company_id = _company_id(delivered)
     event_type = delivered.envelope.eventType
-    connection = delivered.payload.get("connection")
-    if not isinstance(connection, dict) or not isinstance(connection.get("id"), str):
+    connection = ConnectionNotice.of(delivered.payload)
+    if connection is None:
         raise InvalidEvent("connection event without payload.connection.id")
-    status = connection.get("status")
-    link_url = connection.get("linkUrl")
-    needs_reauth = reauth_after(event_type, status)
+    needs_reauth = reauth_after(event_type, connection.status)
     reference = _reference(delivered)
     now = ctx.clock()
 
     async def write(session: AsyncSession) -> None:
-        await ensure_company(
-            session,
-            company_id,
-            now,
-            name=reference.get("name"),
-            tags=company_tags(reference.get("tags")),
-        )
+        await ensure_company(session, company_id, now, name=reference.name, tags=reference.tags)
         was_blocked = await blocked_reason(session, company_id) is not None
         recorded = await record_connection(
             session,
             company_id,
-            connection["id"],
-            status if isinstance(status, str) else None,
+            connection.id,
+            connection.status,
             delivered.generated_at,
             now,
             needs_reauth=needs_reauth,
-            reason=event_type if event_type in REAUTH_EVENTS else str(status),
-            link_url=link_url if isinstance(link_url, str) else None,
+            reason=event_type if event_type in REAUTH_EVENTS else str(connection.status),
+            link_url=connection.link_url,
         )
         if not recorded:
             return
@@ -475,16 +461,15 @@ async def _announce_connection(
     session: AsyncSession,
     delivered: Delivered,
     company_id: str,
-    connection: dict[str, Any],
+    connection: ConnectionNotice,
 ) -> None:
     """`company.reconnected` when linked again; `company.needs_reauth` when it broke."""
     event_type = delivered.envelope.eventType
-    body: dict[str, Any] = {"connectionId": connection["id"], "event": event_type}
+    body: dict[str, Any] = {"connectionId": connection.id, "event": event_type}
     if event_type == "connection.reconnected":
         await ctx.record_change(session, COMPANY_RECONNECTED, company_id, body)
-    elif reauth_after(event_type, connection.get("status")):
-        link_url = connection.get("linkUrl")
-        body["linkUrl"] = link_url if isinstance(link_url, str) else None
+    elif reauth_after(event_type, connection.status):
+        body["linkUrl"] = connection.link_url
         await ctx.record_change(session, COMPANY_NEEDS_REAUTH, company_id, body)
 
 
@@ -495,12 +480,8 @@ async def handle_company(ctx: Context, delivered: Delivered) -> Outcome:
         return Outcome(EventStatus.IGNORED)
     company_id = _company_id(delivered)
     now = ctx.clock()
-    fields = company_fields(delivered.payload)
+    company = CompanyReference.of(delivered.payload, company_event=True)
     status = DELETED if event_type == "company.deleted" else "active"
-
-    def text(name: str) -> str | None:
-        value = fields.get(name)
-        return value if isinstance(value, str) else None
 
     async def write(session: AsyncSession) -> None:
         recorded = await record_company_status(
@@ -509,10 +490,10 @@ async def handle_company(ctx: Context, delivered: Delivered) -> Outcome:
             status,
             delivered.generated_at,
             now,
-            name=text("name"),
-            description=text("description"),
-            tags=company_tags(fields.get("tags")),
-            link_url=text("redirect"),
+            name=company.name,
+            description=company.description,
+            tags=company.tags,
+            link_url=company.link_url,
         )
         if recorded and status == DELETED:
             dropped = await stop_company_work(session, company_id)

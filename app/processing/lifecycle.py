@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,8 +20,6 @@ from app.models import Company, DataTypeState, Job, JobStatus, Record
 log = logging.getLogger(__name__)
 
 DELETED = "deleted"
-# Codat says tag values are at most 100 characters; keys and the count are our bound.
-MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE = 50, 100, 100
 
 # Connection events after which the SMB must authorise the connection again, and
 # Codat's connection statuses that mean the same whatever the event (CODAT.md §1.5).
@@ -30,21 +27,6 @@ REAUTH_EVENTS = frozenset({"connection.disconnected", "connection.failed", "conn
 REAUTH_STATUSES = frozenset({"Unlinked", "Deauthorized"})
 # Connection events that mean it is linked (again): they lift the block.
 LINKED_EVENTS = frozenset({"connection.connected", "connection.reconnected"})
-
-
-def company_tags(value: object) -> dict[str, str] | None:
-    """Codat's `tags` (string to string), bounded; None when the event has none."""
-    if not isinstance(value, dict):
-        return None
-    tags = {
-        key: text
-        for key, text in value.items()
-        if isinstance(key, str)
-        and isinstance(text, str)
-        and 0 < len(key) <= MAX_TAG_KEY
-        and len(text) <= MAX_TAG_VALUE
-    }
-    return dict(list(tags.items())[:MAX_TAGS])
 
 
 def reauth_after(event_type: str, status: object) -> bool | None:
@@ -164,12 +146,3 @@ async def prune_deleted_companies(
                 delete(DataTypeState).where(DataTypeState.company_id == company_id)
             )
     return len(gone)
-
-
-def company_fields(payload: dict[str, Any]) -> dict[str, Any]:
-    """A `company.*` payload's fields: the flat company (Codat's OpenAPI) or, as Codat's
-    blog shows it, the same under `referenceCompany`."""
-    if "id" in payload:
-        return payload
-    reference = payload.get("referenceCompany")
-    return reference if isinstance(reference, dict) else {}

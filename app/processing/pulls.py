@@ -9,7 +9,7 @@ from typing import Any
 from app import tracing
 from app.changes.record import DATA_CHANGED
 from app.codat.errors import CodatPagingError
-from app.codat.events import parse_datetime
+from app.codat.records import CachedRecord
 from app.models import DataTypeState, Job
 from app.processing.context import Context, InvalidJob
 from app.processing.lifecycle import skipped_for_lifecycle
@@ -23,17 +23,16 @@ def pull_key(company_id: str, data_type: str) -> str:
     return f"{PULL}:{company_id}:{data_type}"
 
 
-def record_row(record: dict[str, Any], fallback_id: str) -> dict[str, Any] | None:
-    """The columns we index; Codat marks deletions as `metadata.isDeleted`."""
-    record_id = record.get("id") or fallback_id
-    if not isinstance(record_id, str | int) or str(record_id) == "":
+def record_row(record: CachedRecord, fallback_id: str) -> dict[str, Any] | None:
+    """The columns we index of one record of Codat's cache."""
+    record_id = record.id or fallback_id
+    if not record_id:
         return None
-    metadata = record.get("metadata")
     return {
-        "record_id": str(record_id)[:255],
-        "modified_date": parse_datetime(record.get("modifiedDate")),
-        "is_deleted": bool(isinstance(metadata, dict) and metadata.get("isDeleted")),
-        "data": record,
+        "record_id": record_id[:255],
+        "modified_date": record.modified_date,
+        "is_deleted": record.is_deleted,
+        "data": record.data,
     }
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, Executable, Table, bindparam, func, or_, s
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from app.codat.records import PushOperation
 from app.db import Executor, dialect_insert, dialect_name, insert_for
 from app.models import Base, Company, DataTypeState, RateLimitState, Record, WriteOutcome
 
@@ -260,15 +261,33 @@ async def record_write(session: Executor, values: dict[str, Any]) -> bool:
     )
 
 
-def write_errors(operation: dict[str, Any]) -> dict[str, Any]:
-    """What a push operation says went wrong, as write outcome columns."""
-    validation = operation.get("validation")
-    status_code = operation.get("statusCode")
-    message = operation.get("errorMessage")
+# The columns a failed write's push operation adds to what its webhook said.
+PUSH_ERROR_COLUMNS = ("error_message", "validation", "status_code")
+
+
+def write_outcome(
+    operation: PushOperation, *, company_id: str | None, source: str, now: datetime
+) -> dict[str, Any]:
+    """A write outcome's columns from Codat's push operation: the whole outcome for
+    reconcile, the error and validation (PUSH_ERROR_COLUMNS) for the write handler.
+    `event_at` is None: older than any webhook that may still come, so that one wins."""
     return {
-        "error_message": message if isinstance(message, str) else None,
-        "validation": validation if isinstance(validation, dict) else None,
-        "status_code": status_code if isinstance(status_code, int) else None,
+        "push_operation_key": operation.key,
+        "company_id": company_id,
+        "connection_id": operation.connection_id,
+        "data_type": operation.data_type or "unknown",
+        "write_type": None,
+        "status": operation.status,
+        "record_id": operation.record_id,
+        "attachment_id": None,
+        "requested_at": operation.requested_at,
+        "completed_at": operation.completed_at,
+        "error_message": operation.error_message,
+        "validation": operation.validation,
+        "status_code": operation.status_code,
+        "source": source,
+        "event_at": None,
+        "updated_at": now,
     }
 
 

@@ -1,34 +1,22 @@
-"""Codat's event envelope, and the columns the service indexes from it."""
+"""The columns the receiver indexes from a verified body (Codat's shapes are in
+app/codat/events.py), and why a signed body may be kept aside."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from app.codat.datatypes import (
-    MAX_DATA_TYPE_LENGTH,
-    MAX_DATA_TYPES_PER_EVENT,
-    WRITE_EVENT,
-    write_data_type,
+from app.codat.events import (
+    Envelope,
+    as_utc,
+    company_id_of,
+    connection_id_of,
+    odd_id,
+    oversized,
 )
-from app.codat.events import as_utc
-from app.codat.ids import is_codat_id
-
-
-class Envelope(BaseModel):
-    """The standard top-level shape of every Codat event since 2024-10 (CODAT.md §1.1)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    id: str = Field(min_length=1, max_length=255)
-    eventType: str = Field(min_length=1, max_length=255)
-    generatedDate: str  # kept raw: Codat's examples hold invalid dates
-    payload: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,56 +42,6 @@ def clamped_to_receipt(generated_at: datetime | None, received_at: datetime) -> 
     """`generatedDate` for ordering events: never later than it could be."""
     latest = received_at + MAX_CLOCK_SKEW
     return latest if generated_at is not None and generated_at > latest else generated_at
-
-
-def _get(mapping: object, *keys: str) -> object:
-    for key in keys:
-        if not isinstance(mapping, dict):
-            return None
-        mapping = mapping.get(key)
-    return mapping
-
-
-def _company_id_field(event_type: str, payload: dict[str, Any]) -> tuple[str, object]:
-    """CODAT.md §1: `referenceCompany.id`, or `payload.id` for `company.*` events (falling
-    back to `referenceCompany.id`, the shape Codat's 2024 blog shows for them)."""
-    if event_type.startswith("company.") and "id" in payload:
-        return "payload.id", payload.get("id")
-    return "payload.referenceCompany.id", _get(payload, "referenceCompany", "id")
-
-
-def _connection_id_fields(payload: dict[str, Any]) -> Iterator[tuple[str, object]]:
-    yield "payload.connectionId", payload.get("connectionId")
-    yield "payload.connection.id", _get(payload, "connection", "id")
-    data_types = payload.get("dataTypes")
-    if isinstance(data_types, list):
-        for item in data_types:
-            yield "payload.dataTypes[].connectionId", _get(item, "connectionId")
-
-
-def odd_id(event_type: str, payload: dict[str, Any]) -> str | None:
-    """Where the payload holds an id Codat cannot have made (not a UUID), if it does: every
-    id the worker may put into a call to Codat (a write event's `payload.id` is the push
-    operation key)."""
-    ids = [_company_id_field(event_type, payload), *_connection_id_fields(payload)]
-    if WRITE_EVENT.fullmatch(event_type):
-        ids.append(("payload.id", payload.get("id")))
-    for where, value in ids:
-        if value is not None and not is_codat_id(value):
-            return where
-    return None
-
-
-def company_id_of(event_type: str, payload: dict[str, Any]) -> str | None:
-    _, company_id = _company_id_field(event_type, payload)
-    return company_id if is_codat_id(company_id) else None
-
-
-def connection_id_of(payload: dict[str, Any]) -> str | None:
-    for _, value in _connection_id_fields(payload):
-        if is_codat_id(value):
-            return value
-    return None
 
 
 def _holds_nul(value: object) -> bool:
@@ -138,22 +76,6 @@ def _holds_non_json_number(body: bytes) -> bool:
     except ValueError:
         return True
     return False
-
-
-def oversized(event_type: str, payload: dict[str, Any]) -> str | None:
-    """Why the event names more than one event can (app/codat/datatypes.py), if it does."""
-    items = payload.get("dataTypes")
-    if isinstance(items, list):
-        if len(items) > MAX_DATA_TYPES_PER_EVENT:
-            return f"payload.dataTypes has {len(items)} items, more than {MAX_DATA_TYPES_PER_EVENT}"
-        for item in items:
-            name = _get(item, "dataType")
-            if isinstance(name, str) and len(name) > MAX_DATA_TYPE_LENGTH:
-                return f"payload.dataTypes[].dataType longer than {MAX_DATA_TYPE_LENGTH}"
-    match = WRITE_EVENT.fullmatch(event_type)
-    if match and len(write_data_type(match[1])) > MAX_DATA_TYPE_LENGTH:
-        return f"the eventType's data type is longer than {MAX_DATA_TYPE_LENGTH}"
-    return None
 
 
 def read_facts(body: bytes) -> EventFacts:
