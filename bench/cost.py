@@ -77,8 +77,8 @@ from app.db import create_engine, session_factory
 from app.migrate import upgrade
 from app.models import Company, Job, Record, WebhookEvent
 from app.processing.context import Context
-from app.processing.freshness import SWEEP, SWEEP_KEY
 from app.processing.queue import enqueue_job
+from app.processing.sweep import SWEEP, SWEEP_KEY
 from app.processing.worker import Worker
 from app.sandbox.fake_codat import (
     LIST_PATHS,

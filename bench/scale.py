@@ -67,11 +67,7 @@ from app.db import create_engine, session_factory
 from app.migrate import upgrade
 from app.models import Company
 from app.processing.context import Context
-from app.processing.freshness import (
-    _due_for_reconcile,
-    _overdue_by_company,
-    sweep_budget,
-)
+from app.processing.sweep import _due_for_reconcile, _overdue_by_company, sweep_budget
 from app.sandbox.fake_codat import make_bill
 from app.webhooks.store import EventWriter
 from bench.dashboard import TOKEN as DASHBOARD_TOKEN

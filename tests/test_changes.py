@@ -26,7 +26,7 @@ from app.main import create_app
 from app.models import Change, Delivery, WebhookEvent
 from app.processing.context import Context
 from app.processing.deliveries import Notifier, run_notifier
-from app.processing.freshness import request_reconcile
+from app.processing.reconcile import request_reconcile
 from app.processing.worker import Worker
 from app.sandbox.fake_codat import FakeCodat, make_bill, serve_in_thread
 from tests.conftest import (

@@ -20,7 +20,7 @@ from app.codat.gate import PauseGate
 from app.db import session_factory
 from app.models import DataTypeState, Job, RateLimitState, Record, WriteOutcome
 from app.processing.context import Context
-from app.processing.freshness import request_reconcile
+from app.processing.reconcile import request_reconcile
 from app.processing.worker import Worker
 from app.sandbox.fake_codat import FakeCodat
 from tests.conftest import API_KEY, Clock, sample
@@ -78,7 +78,7 @@ async def test_any_other_400_on_a_refresh_stays_a_visible_failure(
     fake_codat.add_company(COMPANY, CONNECTION)
     fake_codat.fail_next(QUEUE, 400)
     async with ctx.sessions.begin() as session:
-        from app.processing.freshness import request_refresh
+        from app.processing.refreshes import request_refresh
 
         await request_refresh(
             session, COMPANY, "bills", connection_id=CONNECTION, now=ctx.clock(), reason="api"

@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.codat.datatypes import BILL_PAY_DATA_TYPES
 from app.models import Company, DataTypeState, Job, RateLimitState, WriteOutcome
 from app.processing.context import Context
-from app.processing.freshness import SWEEP, SWEEP_KEY
 from app.processing.queue import enqueue_job
+from app.processing.sweep import SWEEP, SWEEP_KEY
 from app.processing.worker import Worker
 from app.sandbox.fake_codat import FakeCodat, make_bill
 from tests.conftest import Clock, make_context, sample
@@ -141,7 +141,7 @@ async def test_reconcile_catches_up_a_missed_read_completed(
     fake_codat.complete_sync(COMPANY, "bills")  # ...and its webhook never arrives
 
     async with ctx.sessions.begin() as session:
-        from app.processing.freshness import request_reconcile
+        from app.processing.reconcile import request_reconcile
 
         await request_reconcile(session, COMPANY, clock.now)
     await Worker(ctx).run_until_idle()
@@ -184,7 +184,7 @@ async def test_reconcile_finds_a_missed_failed_write_and_its_errors(
         requested=clock.now - timedelta(minutes=1),
     )
     async with ctx.sessions.begin() as session:
-        from app.processing.freshness import request_reconcile
+        from app.processing.reconcile import request_reconcile
 
         await request_reconcile(session, COMPANY, clock.now)
     await Worker(ctx).run_until_idle()
@@ -413,7 +413,7 @@ async def test_a_sweep_after_a_long_outage_over_many_companies_asks_within_its_p
     companies its pace allows to reconcile, each with its overdue type."""
     from sqlalchemy import insert
 
-    from app.processing.freshness import run_sweep
+    from app.processing.sweep import run_sweep
 
     companies = 33_000
     # A share of 66,000 calls a day: the room holds every company, the pace 688 calls.

@@ -22,9 +22,9 @@ from app.db import session_factory
 from app.main import create_app
 from app.models import Change, Company, DataTypeState, Job, Record
 from app.processing.context import Context
-from app.processing.freshness import SWEEP, SWEEP_KEY
 from app.processing.lifecycle import prune_deleted_companies
 from app.processing.queue import enqueue_job
+from app.processing.sweep import SWEEP, SWEEP_KEY
 from app.processing.worker import Worker
 from app.sandbox.fake_codat import FakeCodat, make_bill
 from tests.conftest import Clock, make_settings, running, sample

@@ -25,7 +25,7 @@ from app.metrics import (
     QUEUE_DEPTH,
 )
 from app.models import Company, DataTypeState, Delivery, RateLimitState, WebhookEvent, utcnow
-from app.processing.freshness import overdue_bill_pay_types
+from app.processing.sweep import overdue_bill_pay_types
 
 router = APIRouter(tags=["metrics"])
 

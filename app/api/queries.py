@@ -43,8 +43,8 @@ from app.models import (
     WriteOutcome,
 )
 from app.processing.commands import EventFilter, NotFound, as_utc
-from app.processing.freshness import EPOCH, is_overdue
 from app.processing.state import RATE_LIMIT_ROW
+from app.processing.sweep import EPOCH, is_overdue
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Base)

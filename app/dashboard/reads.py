@@ -17,7 +17,7 @@ from app.codat.datatypes import Variant
 from app.codat.statuses import status_kind
 from app.db import dialect_name
 from app.models import Company, DataTypeState, EventStatus, WebhookEvent
-from app.processing.freshness import is_overdue, overdue_bill_pay_types
+from app.processing.sweep import is_overdue, overdue_bill_pay_types
 
 HOURS = 24
 

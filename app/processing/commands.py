@@ -26,8 +26,9 @@ from app.codat.datatypes import BILL_PAY_DATA_TYPES, PULLABLE_DATA_TYPES, Varian
 from app.config import NotifyEndpoint
 from app.db import DELETE_BATCH, delete_in_batches
 from app.models import Company, DataTypeState, EventStatus, RateLimitState, WebhookEvent
-from app.processing.freshness import request_reconcile, request_refresh
 from app.processing.queue import resume_waiting
+from app.processing.reconcile import request_reconcile
+from app.processing.refreshes import request_refresh
 from app.processing.state import RATE_LIMIT_ROW
 
 log = logging.getLogger(__name__)

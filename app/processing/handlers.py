@@ -50,7 +50,6 @@ from app.codat.gate import capped_pause
 from app.codat.statuses import COMPLETE, NEEDS_RELINK, status_kind
 from app.models import Company, DataTypeState, EventStatus, WebhookEvent
 from app.processing.context import Context, InvalidEvent
-from app.processing.freshness import request_reconcile, request_write_refresh, retry_failed_read
 from app.processing.lifecycle import (
     DELETED,
     REAUTH_EVENTS,
@@ -63,6 +62,8 @@ from app.processing.lifecycle import (
 from app.processing.lifecycle import REAUTH_STATUSES as REAUTH_STATUSES
 from app.processing.pulls import PULL, pull_key
 from app.processing.queue import enqueue_job, resume_waiting
+from app.processing.reconcile import request_reconcile
+from app.processing.refreshes import request_write_refresh, retry_failed_read
 from app.processing.state import (
     PUSH_ERROR_COLUMNS,
     current_pause,

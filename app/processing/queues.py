@@ -16,17 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.models import EventStatus, Job, JobStatus, WebhookEvent
 from app.processing.context import Context, InvalidJob
-from app.processing.freshness import (
-    RECONCILE,
-    REFRESH,
-    SWEEP,
-    run_reconcile,
-    run_refresh,
-    run_sweep,
-)
 from app.processing.handlers import Outcome, handle_event, serial_key
 from app.processing.pulls import PULL, run_pull
 from app.processing.queue import claim_due, finish_event, finish_job, renew_leases
+from app.processing.reconcile import RECONCILE, run_reconcile
+from app.processing.refreshes import REFRESH, run_refresh
+from app.processing.sweep import SWEEP, run_sweep
 
 Item = WebhookEvent | Job
 JobRunner = Callable[[Context, Job], Awaitable[None]]

@@ -31,7 +31,6 @@ from app.metrics import WORK_DONE, WORK_SECONDS
 from app.models import EventStatus
 from app.processing.context import Context, InvalidWork
 from app.processing.deliveries import Notifier
-from app.processing.freshness import SWEEP, SWEEP_KEY
 from app.processing.handlers import Outcome
 from app.processing.notify import listen_for_work
 from app.processing.queue import (
@@ -42,6 +41,7 @@ from app.processing.queue import (
 )
 from app.processing.queues import EVENTS, QUEUES, Item, queue_of
 from app.processing.state import current_pause, extend_pause, record_quota
+from app.processing.sweep import SWEEP, SWEEP_KEY
 
 log = logging.getLogger(__name__)
 
