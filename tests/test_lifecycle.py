@@ -148,7 +148,7 @@ async def test_a_disconnected_company_gets_no_call_until_reconnected_then_is_rec
     shown = await company_json(client)
     assert (shown["needs_reauth"], shown["reauth_reason"]) == (False, None)
     calls = company_calls(fake_codat)
-    assert calls[0] == f"GET /companies/{COMPANY}/dataStatus", "reconciled at once"
+    assert f"GET /companies/{COMPANY}/dataStatus" in calls, "reconciled at once"
     assert len(await local_records(engine, "bills")) == 3, "what it missed is caught up"
     [reconnected] = await changes(engine, "company.reconnected")
     assert reconnected.data["connectionId"] == CONNECTION
