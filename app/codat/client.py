@@ -221,11 +221,17 @@ class CodatClient:
             body = await self._json(
                 "GET", url, company_id, operation, params=params, data_type=data_type
             )
-            yield list(body.get("results") or [])
-            pages += 1
+            results = list(body.get("results") or [])
             page_number = _int(body.get("pageNumber")) or page_number + 1
             most_pages = _most_pages(body, most_pages)
-            url, params = self._next_link(body), None
+            links = {"_links": body.get("_links")}
+            # Held by the caller only: once it lets go, the page is freed before the next
+            # one is fetched (5,000 records parsed are ~15 MB; 16 pulls at once).
+            del body
+            yield results
+            del results
+            pages += 1
+            url, params = self._next_link(links), None
             if url is None:
                 return
             if most_pages is not None and pages >= most_pages:

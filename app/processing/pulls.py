@@ -85,6 +85,8 @@ async def run_pull(ctx: Context, job: Job) -> None:
                 watermark = modified
         pages += 1
         records += len(rows)
+        # Page by page: this page is freed before the next one is fetched and parsed.
+        del page, rows
     async with ctx.sessions.begin() as session:
         if paging_error is None:
             await finish_pull(
