@@ -186,8 +186,17 @@ class Company(Base):
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
-    # The sweep's reconcile share: the companies reconciled longest ago (bench.scale).
-    __table_args__ = (Index("ix_companies_last_reconciled_at_id", "last_reconciled_at", "id"),)
+    __table_args__ = (
+        # The sweep's reconcile share: the companies reconciled longest ago (bench.scale).
+        Index("ix_companies_last_reconciled_at_id", "last_reconciled_at", "id"),
+        # Companies by tag (`tags @> {...}` on PostgreSQL, app/api/queries.tag_clauses).
+        Index(
+            "ix_companies_tags",
+            "tags",
+            postgresql_using="gin",
+            postgresql_ops={"tags": "jsonb_path_ops"},
+        ),
+    )
 
 
 class DataTypeState(Base):

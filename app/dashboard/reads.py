@@ -205,7 +205,7 @@ async def company_grid(
 ) -> Grid:
     """A page of companies by id (in a state, with Codat tags `key:value`), each with the
     freshness of every Bill Pay data type."""
-    query = select(Company).where(*tag_clauses(tags))
+    query = select(Company).where(*tag_clauses(tags, dialect_name(session)))
     if state is not None:
         query = query.where(company_state_conditions(variant, now - max_age)[state])
     if cursor:
