@@ -128,17 +128,23 @@ CREATE FUNCTION bench_conn(i bigint) RETURNS text IMMUTABLE LANGUAGE sql
 
 # --- the world ----------------------------------------------------------------------
 
-# $1 companies. 1% deleted, 2% deauthorized, 1% with an incomplete initial read and 0.5%
-# waiting for it; last reconciled over the last 7 hours (so about 1 in 7 are past
-# RECONCILE_INTERVAL, 6 h, as a steady state has them).
+# $1 companies. 1% deleted, 2% deauthorized (needing re-authorisation), 1% with an
+# incomplete initial read and 0.5% waiting for it; tags region (one of 4) and customer
+# (the platform's own id, one company each); last reconciled over the last 7 hours (so
+# about 1 in 7 are past RECONCILE_INTERVAL, 6 h, as a steady state has them).
 COMPANIES = """
 INSERT INTO companies (id, name, description, status, status_event_at, connection_id,
-    connection_status, connection_event_at, initial_read_status, initial_read_at,
-    last_reconciled_at, last_push_reconciled_at, write_catch_ups, created_at, updated_at)
+    connection_status, connection_event_at, needs_reauth, reauth_reason, tags, deleted_at,
+    initial_read_status, initial_read_at, last_reconciled_at, last_push_reconciled_at,
+    write_catch_ups, created_at, updated_at)
 SELECT bench_cid(i), 'Company ' || i, 'cust_' || i,
     CASE WHEN i % 100 = 99 THEN 'deleted' ELSE 'active' END, now() - interval '90 days',
     bench_conn(i), CASE WHEN i % 50 = 49 THEN 'Deauthorized' ELSE 'Linked' END,
-    now() - interval '90 days' * random(),
+    now() - interval '90 days' * random(), i % 50 = 49,
+    CASE WHEN i % 50 = 49 THEN 'Deauthorized' END,
+    jsonb_build_object('region', (ARRAY['uk', 'us', 'de', 'fr'])[1 + i % 4],
+                       'customer', 'cust_' || i),
+    CASE WHEN i % 100 = 99 THEN now() - interval '10 days' END,
     CASE WHEN i % 200 = 7 THEN NULL WHEN i % 100 = 3 THEN 'incomplete' ELSE 'complete' END,
     now() - interval '90 days' * random(),
     now() - interval '7 hours' * random(), now() - interval '8 days' * random(), 0,
@@ -429,9 +435,12 @@ def api_cases(client: httpx.Client, companies: int) -> list[tuple[str, str, dict
     spec = client.get("/openapi.json").json()
     parameters = spec["paths"]["/api/v1/companies"]["get"].get("parameters", [])
     filters = {p["name"] for p in parameters} - {"limit", "cursor"}
-    for name, value in (("status", "active"), ("state", "overdue"), ("tag", "region:uk")):
+    for name, value in company_filters(companies):
         if name in filters:
             cases.append((f"companies, {name}={value}", "/api/v1/companies", {name: value}))
+    missing = filters - {name for name, _ in company_filters(companies)}
+    if missing:
+        print(f"    (companies list filters not measured: {', '.join(sorted(missing))})")
     cases += [
         ("company detail", f"/api/v1/companies/{typical}", {}),
         ("company detail, 50k bills", f"/api/v1/companies/{heavy}", {}),
@@ -443,13 +452,20 @@ def api_cases(client: httpx.Client, companies: int) -> list[tuple[str, str, dict
         page = client.get(path, params={"limit": 50, **({"cursor": cursor} if cursor else {})})
         cursor = page.json()["next_cursor"]
     cases.append(("bills, page 201 of 50k", path, {"limit": 50, "cursor": cursor}))
-    missing = filters - {"status", "state", "tag"}
-    if missing:
-        print(f"  (companies list filters not measured: {', '.join(sorted(missing))})")
     return cases
 
 
-def dashboard_cases() -> list[tuple[str, str, dict[str, Any]]]:
+def company_filters(companies: int) -> list[tuple[str, str]]:
+    """Filters of the companies lists, with a value that matches a quarter of the
+    companies, one company (the platform's own customer id), and 2%."""
+    return [
+        ("tag", "region:uk"),
+        ("tag", f"customer:cust_{companies // 2 + 1}"),
+        ("needs_reauth", "true"),
+    ]
+
+
+def dashboard_cases(companies: int) -> list[tuple[str, str, dict[str, Any]]]:
     """The dashboard's overview (it counts companies by state) and its companies grid,
     first page and filtered by each state (the lists' filters by state live there)."""
     cases: list[tuple[str, str, dict[str, Any]]] = [
@@ -459,6 +475,11 @@ def dashboard_cases() -> list[tuple[str, str, dict[str, Any]]]:
     cases += [
         (f"dashboard companies, state={state}", "/ui/companies", {"state": state})
         for state in COMPANY_STATES
+    ]
+    cases += [
+        (f"dashboard companies, tag={value}", "/ui/companies", {"tag": value})
+        for name, value in company_filters(companies)
+        if name == "tag"
     ]
     return cases
 
@@ -475,7 +496,7 @@ def status_api(url: str, companies: int, requests: int, workdir: Path) -> dict[s
                 rows[name] = timed(client, path, params, requests)
         with httpx.Client(base_url=base, timeout=30) as browser:
             signed_in(browser)
-            for name, path, params in dashboard_cases():
+            for name, path, params in dashboard_cases(companies):
                 timed(browser, path, params, 5)  # warm
                 rows[name] = timed(browser, path, params, max(20, requests // 4))
     return rows
