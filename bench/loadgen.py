@@ -108,16 +108,16 @@ class EventFactory:
 
 class RecoveryFactory:
     """Event i: a `bills.write.unsuccessful` for push operation `push_key(i)` on company
-    `company_id(i % companies)`, its delivery id `msg_rec_<i>`."""
+    `slot_company(i % companies, skip_every)`, its delivery id `msg_rec_<i>`."""
 
-    def __init__(self, secret: str, companies: int) -> None:
+    def __init__(self, secret: str, companies: int, skip_every: int = 0) -> None:
         from bench.process import load_sample as load_write_sample
-        from bench.process_fake import CONNECTION_ID, company_id, push_key
+        from bench.process_fake import CONNECTION_ID, push_key, slot_company
 
         self._template = load_write_sample()
         self._template["payload"]["connectionId"] = CONNECTION_ID
-        self._company_id, self._push_key = company_id, push_key
-        self._companies = companies
+        self._slot_company, self._push_key = slot_company, push_key
+        self._companies, self._skip_every = companies, skip_every
         self._webhook = Webhook(secret)
         self._count = 0
 
@@ -130,7 +130,8 @@ class RecoveryFactory:
         event["id"] = str(uuid.uuid4())
         event["generatedDate"] = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         event["payload"]["id"] = self._push_key(index)
-        event["payload"]["referenceCompany"]["id"] = self._company_id(index % self._companies)
+        company = self._slot_company(index % self._companies, self._skip_every)
+        event["payload"]["referenceCompany"]["id"] = company
         body = json.dumps(event, separators=(",", ":"))
         headers = {
             "webhook-id": msg_id,
@@ -296,8 +297,10 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]
     """(summary, detail): the detail holds the acknowledged ids and the latencies."""
     factory: EventFactory | RecoveryFactory
     if args.recovery_companies:
-        factory = RecoveryFactory(args.secret, args.recovery_companies)
-        body_bytes = len(RecoveryFactory(args.secret, args.recovery_companies).next()[1])
+        factory = RecoveryFactory(args.secret, args.recovery_companies, args.skip_every)
+        body_bytes = len(
+            RecoveryFactory(args.secret, args.recovery_companies, args.skip_every).next()[1]
+        )
     else:
         factory = EventFactory(args.secret, load_sample())
         body_bytes = len(factory.next()[1])
@@ -357,6 +360,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="send bills.write.unsuccessful events over C companies (bench.process_fake's)",
     )
+    parser.add_argument("--skip-every", type=int, default=0, help="bench.process_fake's")
     return parser.parse_args(argv)
 
 

@@ -75,7 +75,7 @@ from app.db import async_url
 from app.migrate import upgrade
 from app.webhooks.route import incoming_event
 from app.webhooks.store import EventWriter, IncomingEvent, StoreResult
-from bench.process_fake import CALLS_PATH, CONNECTION_ID, NOTIFY_PATH, company_id, push_key
+from bench.process_fake import CALLS_PATH, CONNECTION_ID, NOTIFY_PATH, push_key, slot_company
 from bench.receive import (
     DEFAULT_PG_ADMIN_URL,
     BenchFailure,
@@ -219,7 +219,13 @@ class FakeServer:
 
 @contextlib.contextmanager
 def fake_codat(
-    delay: float, companies: int, operations: int, log: Path, *, bill_pages: int = 0
+    delay: float,
+    companies: int,
+    operations: int,
+    log: Path,
+    *,
+    bill_pages: int = 0,
+    skip_every: int = 0,
 ) -> Iterator[FakeServer]:
     """`bench.process_fake` in its own process; ready once it answers CALLS_PATH."""
     port = free_port()
@@ -237,6 +243,8 @@ def fake_codat(
         str(operations),
         "--bill-pages",
         str(bill_pages),
+        "--skip-every",
+        str(skip_every),
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=out)
@@ -327,11 +335,13 @@ def load_sample() -> dict[str, Any]:
 
 
 class Events:
-    """Event i: its own event id and push key `push_key(i)`, on company i % companies."""
+    """Event i: its own event id and push key `push_key(i)`, on company i % companies
+    (`slot_company`'s, with `skip_every`)."""
 
-    def __init__(self, companies: int) -> None:
+    def __init__(self, companies: int, skip_every: int = 0) -> None:
         self.template = load_sample()
         self.companies = companies
+        self.skip_every = skip_every
 
     def make(self, index: int, phase: str) -> IncomingEvent:
         body = copy.deepcopy(self.template)
@@ -339,7 +349,8 @@ class Events:
         body["id"] = str(uuid.uuid4())
         body["generatedDate"] = now.isoformat().replace("+00:00", "Z")
         body["payload"]["id"] = push_key(index)
-        body["payload"]["referenceCompany"]["id"] = company_id(index % self.companies)
+        company = slot_company(index % self.companies, self.skip_every)
+        body["payload"]["referenceCompany"]["id"] = company
         body["payload"]["connectionId"] = CONNECTION_ID
         # As the route does once the signature is verified; its clock, just before the ack.
         delivery = f"msg_{phase}_{index:06d}_{uuid.uuid4().hex[:8]}"

@@ -86,7 +86,7 @@ from bench.process import (
     worker_env,
     worker_processes,
 )
-from bench.process_fake import PAGE_SIZE, push_key
+from bench.process_fake import PAGE_SIZE, company_id, push_key
 from bench.receive import (
     DEFAULT_PG_ADMIN_URL,
     ROOT,
@@ -108,7 +108,10 @@ EVENTS_PER_COMPANY = 20
 WRITES_PER_COMPANY = 2
 CODAT_DELAY = 0.1  # seconds per Codat call in the recovery
 RECOVERY_WORKERS = 2
-RECOVERY_COMPANIES = 1000  # the fake holds the first 1,000 companies' push operations
+RECOVERY_COMPANIES = 1000  # the fake holds 1,000 companies' push operations
+# The world blocks every company whose index i has i % 50 == 49 (deleted, or needing
+# re-authorisation: no event of theirs calls Codat); the recovery's events skip them.
+BLOCKED_EVERY = 50
 MEMORY_PULLS = 16
 MEMORY_PAGES = 2
 STEPS = ("sweep", "api", "receive", "recovery", "prune")
@@ -611,7 +614,7 @@ async def warm_up(
     writer = EventWriter(engine)
     writer.start()
     try:
-        events = Events(companies)
+        events = Events(companies, BLOCKED_EVERY)
         await store_all(writer, [events.make(i, "warm") for i in indices])
     finally:
         await writer.close()
@@ -626,7 +629,7 @@ def recovery(url: str, size: int, events: int, workdir: Path, label: str) -> Rec
     warm = range(events, events + WARMUP_PER_WORKER * RECOVERY_WORKERS)
     settings = argparse.Namespace(concurrency=16, poll_interval=0.5)
     log = workdir / f"recovery-{label}-fake.log"
-    with fake_codat(CODAT_DELAY, companies, warm.stop, log) as fake:
+    with fake_codat(CODAT_DELAY, companies, warm.stop, log, skip_every=BLOCKED_EVERY) as fake:
         env = worker_env(url, fake.url, settings, "none")
         log = workdir / f"recovery-{label}-workers.log"
         with (
@@ -636,6 +639,7 @@ def recovery(url: str, size: int, events: int, workdir: Path, label: str) -> Rec
             asyncio.run(warm_up(url, companies, warm, workers))
             after = asyncio.run(max_event_id(url))
             burst = ["--events", str(events), "--recovery-companies", str(companies)]
+            burst += ["--skip-every", str(BLOCKED_EVERY)]
             gentle = argparse.Namespace(warmup=0, concurrency=64)
             result = load(running, gentle, workdir / f"recovery-{label}.json", 0, burst)
             within = 120 + 3 * events / found.bound
@@ -828,12 +832,6 @@ def prune_run(url: str, old_events: int, args: argparse.Namespace, workdir: Path
 
 
 # --- one size -----------------------------------------------------------------------
-
-
-def company_id(index: int) -> str:
-    from bench.process_fake import company_id as fake_company_id
-
-    return fake_company_id(index)
 
 
 @contextmanager
