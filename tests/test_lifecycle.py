@@ -181,6 +181,55 @@ async def test_a_deauthorised_status_on_any_connection_event_blocks_too(
     assert (await company_json(client))["needs_reauth"] is True
 
 
+def banking_event(event_type: str, generated: str, status: str) -> dict[str, Any]:
+    """A connection event of the company's bank feed, not its accounting connection."""
+    body = connection_event(event_type, generated, status)
+    body["payload"]["connection"] |= {
+        "id": "7d1e0c55-0b5f-4a8e-9a43-6f1f3c2d9b10",
+        "sourceType": "Banking",
+        "integrationKey": "nfrg",
+        "linkUrl": "https://link-api.codat.io/companies/0498e921/connections/7d1e0c55/start",
+    }
+    return body
+
+
+async def connection_id(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as connection:
+        return await connection.scalar(select(Company.connection_id).where(Company.id == COMPANY))
+
+
+async def test_only_the_accounting_connection_blocks_or_lifts_the_block(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context, fake_codat: FakeCodat
+) -> None:
+    seed_company(fake_codat)
+    accounting = sample("connection.disconnected")["payload"]["connection"]["id"]
+    await process(
+        client, ctx, connection_event("connection.connected", "2026-05-08T16:00:00Z", "Linked")
+    )
+    # A bank feed breaking does not stop the bills' work, nor replace the connection.
+    await process(
+        client, ctx, banking_event("connection.disconnected", "2026-05-08T16:10:00Z", "Unlinked")
+    )
+    shown = await company_json(client)
+    assert (shown["needs_reauth"], shown["link_url"]) == (False, LINK_URL)
+    assert await connection_id(engine) == accounting
+    assert await changes(engine, "company.needs_reauth") == []
+
+    await process(
+        client,
+        ctx,
+        connection_event("connection.disconnected", "2026-05-08T16:20:00Z", "Deauthorized"),
+    )
+    # A bank feed linking again does not lift the accounting connection's block.
+    await process(
+        client, ctx, banking_event("connection.reconnected", "2026-05-08T16:30:00Z", "Linked")
+    )
+    shown = await company_json(client)
+    assert (shown["needs_reauth"], shown["reauth_reason"]) == (True, "connection.disconnected")
+    assert await connection_id(engine) == accounting
+    assert await changes(engine, "company.reconnected") == []
+
+
 async def test_an_auth_error_read_needs_relinking_and_a_newer_initial_read_lifts_it(
     client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context, fake_codat: FakeCodat
 ) -> None:

@@ -253,6 +253,9 @@ class ConnectionNotice:
     id: str
     status: str | None
     link_url: str | None
+    # `sourceType` (Accounting/Banking/BankFeed/Commerce/Expense/Other/Unknown): required
+    # in Codat's Connection schema, but None when a payload leaves it out.
+    source_type: str | None = None
 
     @classmethod
     def of(cls, payload: dict[str, Any]) -> ConnectionNotice | None:
@@ -263,7 +266,15 @@ class ConnectionNotice:
             id=connection["id"],
             status=_text(connection.get("status")),
             link_url=_text(connection.get("linkUrl")),
+            source_type=_text(connection.get("sourceType")) or None,
         )
+
+    @property
+    def is_accounting(self) -> bool:
+        """Whether Bill Pay reads through it: an `Accounting` connection, or one whose
+        payload does not say (a guess: Codat's schema requires `sourceType`, so a payload
+        without it is taken as before, as the company's accounting connection)."""
+        return self.source_type is None or self.source_type.casefold() == "accounting"
 
 
 FINISHED_PUSH = frozenset(

@@ -392,13 +392,27 @@ async def handle_rate_limit(ctx: Context, delivered: Delivered) -> Outcome:
 
 
 async def handle_connection(ctx: Context, delivered: Delivered) -> Outcome:
-    """Record the connection's status; a broken connection blocks the company's work until
-    it is linked again, and `connection.reconnected` reconciles it at once."""
+    """Record the accounting connection's status; a broken one blocks the company's work
+    until it is linked again, and `connection.reconnected` reconciles it at once. Other
+    source types (banking, commerce...) are logged and ignored."""
     company_id = _company_id(delivered)
     event_type = delivered.envelope.eventType
     connection = ConnectionNotice.of(delivered.payload)
     if connection is None:
         raise InvalidEvent("connection event without payload.connection.id")
+    if not connection.is_accounting:
+        # Bill Pay reads from the company's accounting connection: a banking or commerce
+        # connection breaking or linking neither blocks the company nor lifts its block.
+        log.info(
+            "connection event ignored: not an accounting connection",
+            extra={
+                "company_id": company_id,
+                "connection_id": connection.id,
+                "source_type": connection.source_type,
+                "event_type": event_type,
+            },
+        )
+        return Outcome(EventStatus.IGNORED)
     needs_reauth = reauth_after(event_type, connection.status)
     reference = _reference(delivered)
     now = ctx.clock()
