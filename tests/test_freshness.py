@@ -160,6 +160,40 @@ async def test_reconcile_catches_up_a_missed_read_completed(
     assert len(push_lists) == 1, "push operations are listed once a RECONCILE_PUSH_INTERVAL"
 
 
+async def test_a_reconcile_whose_push_listing_fails_counts_its_catch_ups_once(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    fake_codat: FakeCodat,
+    clock: Clock,
+    make_ctx: Callable[..., Context],
+) -> None:
+    ctx = make_ctx(worker_max_attempts=3)
+    seed_company(fake_codat, bills=1)
+    await deliver(client, read_event("read.completed.initial", [("bills", "Complete", True)]))
+    await Worker(ctx).run_until_idle()
+    clock.advance(3600)
+    fake_codat.put_record(COMPANY, "bills", make_bill("bill-missed"))
+    fake_codat.complete_sync(COMPANY, "bills")  # ...and its webhook never arrives
+    # Codat keeps failing the bills' pull and the push operations' listing for a while.
+    fake_codat.fail_next("/data/bills", 503, times=100)
+    fake_codat.fail_next(f"/companies/{COMPANY}/push", 503, times=100)
+
+    async with ctx.sessions.begin() as session:
+        from app.processing.reconcile import request_reconcile
+
+        await request_reconcile(session, COMPANY, clock.now)
+    for _ in range(4):
+        await Worker(ctx).run_until_idle()
+        clock.advance(600)
+    state = await one(engine, DataTypeState, DataTypeState.data_type == "bills")
+    assert state.catch_ups == 1, "one missed webhook, counted once"
+    company = await one(engine, Company, Company.id == COMPANY)
+    assert company.last_reconciled_at is not None
+    assert company.last_push_reconciled_at is None, "the listing is still due"
+    job = await one(engine, Job, Job.kind == "reconcile")
+    assert (job.status, job.last_error) == ("done", None), "finished, not retried"
+
+
 MISSED = codat_id("push", 1)
 
 

@@ -56,19 +56,19 @@ async def run_reconcile(ctx: Context, job: Job) -> None:
         if await skipped_for_lifecycle(session, job):
             return
     statuses = await ctx.codat.data_status(company_id)
+    # Commits the read catch-ups with last_reconciled_at: from here on nothing raises
+    # from Codat, since a retry would count the same catch-ups again.
     reads = await _catch_up_reads(ctx, company_id, statuses)
     await _refresh_unread(ctx, company_id, statuses, (job.params or {}).get("refresh") or [])
     now = ctx.clock()
-    values: dict[str, Any] = {"last_reconciled_at": now}
     writes = 0
     if reads or await _push_list_due(ctx, company_id, now):
-        writes = await _catch_up_writes(ctx, company_id)
-        values |= {
-            "last_push_reconciled_at": now,
-            "write_catch_ups": Company.write_catch_ups + writes,
-        }
-    async with ctx.sessions.begin() as session:
-        await session.execute(update(Company).where(Company.id == company_id).values(**values))
+        writes, listed = await _catch_up_writes(ctx, company_id)
+        values: dict[str, Any] = {"write_catch_ups": Company.write_catch_ups + writes}
+        if listed:
+            values["last_push_reconciled_at"] = now
+        async with ctx.sessions.begin() as session:
+            await session.execute(update(Company).where(Company.id == company_id).values(**values))
     log.info(
         "reconciled",
         extra={"company_id": company_id, "read_catch_ups": reads, "write_catch_ups": writes},
@@ -179,10 +179,16 @@ async def _catch_up_reads(ctx: Context, company_id: str, statuses: dict[str, Any
                 company_id,
                 {"kind": "read.completed", "dataTypes": caught_up},
             )
+        await session.execute(
+            update(Company).where(Company.id == company_id).values(last_reconciled_at=now)
+        )
     return len(caught_up)
 
 
-async def _catch_up_writes(ctx: Context, company_id: str) -> int:
+async def _catch_up_writes(ctx: Context, company_id: str) -> tuple[int, bool]:
+    """How many missed outcomes were recorded, and whether every page was listed. A
+    failed listing is logged, not raised: the reads were counted and committed, and the
+    next reconcile due lists the push operations again."""
     now = ctx.clock()
     async with ctx.sessions() as session:
         finished = set(
@@ -206,13 +212,20 @@ async def _catch_up_writes(ctx: Context, company_id: str) -> int:
         else (now - ctx.settings.reconcile_push_lookback)
     )
     caught_up = 0
-    async for page in ctx.codat.push_operations(company_id, requested_since=since):
-        for operation in page:
-            if not operation.finished or operation.key in finished:
-                continue
-            await _record_missed_write(ctx, company_id, operation)
-            caught_up += 1
-    return caught_up
+    try:
+        async for page in ctx.codat.push_operations(company_id, requested_since=since):
+            for operation in page:
+                if not operation.finished or operation.key in finished:
+                    continue
+                await _record_missed_write(ctx, company_id, operation)
+                caught_up += 1
+    except Exception:  # paging, 5xx, a pause, a bad row: each outcome recorded is kept
+        log.exception(
+            "push operations not listed; the next reconcile lists them",
+            extra={"company_id": company_id, "write_catch_ups": caught_up},
+        )
+        return caught_up, False
+    return caught_up, True
 
 
 async def _record_missed_write(ctx: Context, company_id: str, operation: PushOperation) -> None:
