@@ -99,7 +99,10 @@ class Runtime:
         """The embedded worker stopped on its own (a helper task failed, and it said why):
         liveness fails from now on, so that the process is restarted."""
         if not task.cancelled() and task.exception() is not None:
-            self.worker_failure = f"embedded worker stopped: {task.exception()}"
+            # Only the helper's name or the error's class: this answers on the public port.
+            error = task.exception()
+            reason = str(error) if isinstance(error, HelperTaskDied) else type(error).__name__
+            self.worker_failure = f"embedded worker stopped: {reason}"
 
     async def release(self) -> None:
         self._users -= 1

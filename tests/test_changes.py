@@ -25,7 +25,7 @@ from app.db import create_engine, session_factory
 from app.main import create_app
 from app.models import Change, Delivery, WebhookEvent
 from app.processing.context import Context
-from app.processing.deliveries import Notifier, run_notifier
+from app.processing.deliveries import Notifier, endpoint_label, run_notifier
 from app.processing.reconcile import request_reconcile
 from app.processing.worker import Worker
 from app.sandbox.fake_codat import FakeCodat, make_bill, serve_in_thread
@@ -619,3 +619,11 @@ def test_an_endpoint_secret_must_be_a_whsec_key() -> None:
         NotifyEndpoint(url="http://127.0.0.1/hook", secret="not-a-secret")
     with pytest.raises(ValueError):
         NotifyEndpoint(url="ftp://example/hook", secret=NOTIFY_SECRET)
+
+
+def test_an_endpoint_is_shown_without_its_user_password_or_query() -> None:
+    """Its label goes to metrics, logs and traces: never what may hold a secret."""
+    assert endpoint_label("https://user:s3cret@hooks.example:8443/in?token=t") == (
+        "https://hooks.example:8443/in"
+    )
+    assert endpoint_label("http://[::1]:9000/hook") == "http://[::1]:9000/hook"

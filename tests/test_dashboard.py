@@ -515,3 +515,15 @@ async def test_events_by_hour_puts_each_event_in_its_hour_on_both_databases(
         h.start.hour: (h.received, h.processed, h.dead, h.waiting) for h in hours if h.received
     }
     assert found == {10: (1, 1, 0, 0), 4: (2, 1, 1, 0), 9: (2, 1, 0, 1)}
+
+
+async def test_a_nul_in_a_dashboard_url_is_a_400_on_either_database(
+    client: httpx.AsyncClient,
+) -> None:
+    """PostgreSQL refuses NUL in any text: the guard refuses it before a page queries with
+    it, as it does for the API (otherwise a 500 on PostgreSQL and a page on SQLite)."""
+    await sign_in(client)
+    for url in ("/ui/events?company_id=%00", "/ui/companies/%00", "/ui/events?delivery_id=a%00"):
+        response = await client.get(url)
+        assert response.status_code == 400, (url, response.status_code)
+    assert (await client.get("/ui/events?company_id=c-ready")).status_code == 200

@@ -24,6 +24,7 @@ from app.db import session_factory
 from app.models import Change, DataTypeState, Job, RateLimitState
 from app.processing import commands
 from app.processing.context import Context
+from app.processing.state import RESUMED_BY_OPERATOR
 from app.processing.worker import Worker
 from app.sandbox.fake_codat import FakeCodat
 from app.webhooks.envelope import MAX_CLOCK_SKEW
@@ -143,7 +144,7 @@ async def test_resuming_lifts_the_pause_runs_what_waited_and_is_announced(
         await session.commit()
     assert (resumed.lifted, resumed.paused_until) == (True, until)
     state = await one(engine, RateLimitState)
-    assert (state.paused_until, state.reason) == (None, commands.RESUMED_BY_OPERATOR)
+    assert (state.paused_until, state.reason) == (None, RESUMED_BY_OPERATOR)
     await Worker(ctx).run_until_idle()  # no clock change: the resume alone lets it go
     job = await one(engine, Job, Job.kind == "pull")
     assert job.status == "done", job.last_error
@@ -152,7 +153,36 @@ async def test_resuming_lifts_the_pause_runs_what_waited_and_is_announced(
         announced = (await session.scalars(select(Change).order_by(Change.seq))).all()
     kinds = [c.change_type for c in announced]
     assert kinds == ["rate_limit.paused", "rate_limit.resumed", "data.changed"]
-    assert announced[1].data["reason"] == commands.RESUMED_BY_OPERATOR
+    assert announced[1].data["reason"] == RESUMED_BY_OPERATOR
+
+
+async def test_resuming_lifts_a_429_pause_in_a_worker_that_is_running(
+    client: httpx.AsyncClient,
+    engine: AsyncEngine,
+    ctx: Context,
+    fake_codat: FakeCodat,
+    clock: Clock,
+) -> None:
+    """A worker keeps a 429 of its own over the stored state (it may be newer); an
+    operator's resume is newer still, and the same worker follows it at its next claim."""
+    seed_company(fake_codat, bills=2)
+    fake_codat.fail_next("/data/bills", 429, retry_after=3600)
+    worker = Worker(ctx)
+    await deliver(client, read_event("read.completed", [("bills", "Complete", True)]))
+    await worker.run_until_idle()
+    job = await one(engine, Job, Job.kind == "pull")
+    assert job.status == "pending" and job.next_attempt_at >= clock.now + timedelta(minutes=59)
+    assert ctx.codat.gate.paused
+
+    async with session_factory(engine)() as session:
+        resumed = await commands.resume_rate_limit(session, clock.now)
+        await session.commit()
+    assert resumed.lifted
+    clock.advance(ctx.settings.worker_poll_interval + 1)  # the worker reads the state again
+    await worker.run_until_idle()
+    job = await one(engine, Job, Job.kind == "pull")
+    assert job.status == "done", job.last_error
+    assert not ctx.codat.gate.paused
 
 
 async def test_resuming_with_no_pause_changes_nothing(engine: AsyncEngine, clock: Clock) -> None:
@@ -182,7 +212,7 @@ async def test_the_api_resumes_with_a_token_only(
         "reason": "rateLimit.reached",
     }
     status = (await client.get("/api/v1/rate-limit", headers=AUTH)).json()
-    assert (status["paused"], status["reason"]) == (False, commands.RESUMED_BY_OPERATOR)
+    assert (status["paused"], status["reason"]) == (False, RESUMED_BY_OPERATOR)
     again = await client.post("/api/v1/rate-limit/resume", headers=AUTH)
     assert again.json() == {"resumed": False, "paused_until": None, "reason": None}
 

@@ -19,8 +19,19 @@ from app.api.auth import CHALLENGE, UNAUTHORIZED, bearer_token, token_matches
 from app.api.types import is_storable_text
 
 API_PREFIX = "/api/"
+# The dashboard's pages take ids and filters in their URLs as the API does: the same NUL
+# check (its own session check comes before it reads a body, so no buffering here).
+DASHBOARD_PREFIX = "/ui"
 # The largest genuine body (a replay filter, a list of data types) is a few hundred bytes.
 API_MAX_BODY_BYTES = 16 * 1024
+
+
+NUL_IN_URL = "NUL character in the URL"
+
+
+def _holds_nul(scope: Scope) -> bool:
+    """NUL is no character of any id or filter, and PostgreSQL refuses it outright."""
+    return not is_storable_text(scope["path"]) or b"\x00" in unquote_to_bytes(scope["query_string"])
 
 
 class ApiGuard:
@@ -35,18 +46,25 @@ class ApiGuard:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if path.startswith(DASHBOARD_PREFIX) and not path.startswith(API_PREFIX):
+            if _holds_nul(scope):
+                await _refuse(scope, receive, send, 400, NUL_IN_URL)
+                return
+            await self.app(scope, receive, send)
+            return
+        if not path.startswith(API_PREFIX):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
         if not token_matches(bearer_token(headers.get("authorization")), self.tokens):
             await _refuse(scope, receive, send, 401, UNAUTHORIZED, CHALLENGE)
             return
-        # NUL is no character of any id or filter, and PostgreSQL refuses it outright.
-        if not is_storable_text(scope["path"]) or b"\x00" in unquote_to_bytes(
-            scope["query_string"]
-        ):
-            await _refuse(scope, receive, send, 400, "NUL character in the URL")
+        if _holds_nul(scope):
+            await _refuse(scope, receive, send, 400, NUL_IN_URL)
             return
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:

@@ -29,7 +29,7 @@ from app.models import Company, DataTypeState, EventStatus, RateLimitState, Webh
 from app.processing.queue import resume_waiting
 from app.processing.reconcile import request_reconcile
 from app.processing.refreshes import request_refresh
-from app.processing.state import RATE_LIMIT_ROW
+from app.processing.state import RATE_LIMIT_ROW, RESUMED_BY_OPERATOR
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +213,6 @@ async def reconcile_company(session: AsyncSession, company_id: str, now: datetim
 
 
 # -- the rate limit -------------------------------------------------------------------------
-
-RESUMED_BY_OPERATOR = "resumed by an operator"
 
 
 @dataclass(frozen=True)

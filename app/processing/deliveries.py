@@ -44,9 +44,14 @@ log = logging.getLogger(__name__)
 
 
 def endpoint_label(url: str) -> str:
-    """The endpoint as metrics and logs show it: no query string (it may hold a token)."""
+    """The endpoint as metrics, logs and traces show it: no user or password, no query
+    string (either may hold a secret)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.codat.datatypes import event_type_label
 from app.models import EventStatus, Job, JobStatus, WebhookEvent
 from app.processing.context import Context, InvalidJob
 from app.processing.handlers import Outcome, handle_event, serial_key
@@ -108,7 +109,7 @@ EVENTS: Queue[WebhookEvent] = Queue(
     finish=finish_event,
     run=handle_event,
     serial_key=serial_key,
-    kind=lambda event: event.event_type or "unknown",
+    kind=lambda event: event_type_label(event.event_type) or "unknown",  # bounded
     span=_event_span,
     ids=_event_ids,
 )

@@ -343,6 +343,11 @@ async def extend_pause(
     )
 
 
+# The reason stored when an operator lifts a pause (commands.resume_rate_limit): workers
+# drop a 429 pause of their own on seeing it, not only the stored one.
+RESUMED_BY_OPERATOR = "resumed by an operator"
+
+
 async def current_pause(
     session: AsyncSession | AsyncConnection,
 ) -> tuple[datetime | None, str | None]:

@@ -40,7 +40,7 @@ from app.processing.queue import (
     reschedule,
 )
 from app.processing.queues import EVENTS, QUEUES, Item, queue_of
-from app.processing.state import current_pause, extend_pause, record_quota
+from app.processing.state import RESUMED_BY_OPERATOR, current_pause, extend_pause, record_quota
 from app.processing.sweep import SWEEP, SWEEP_KEY
 
 log = logging.getLogger(__name__)
@@ -301,7 +301,7 @@ class Worker:
             self._quota_stored = quota
         until, reason = await current_pause(conn)
         gate = self.ctx.codat.gate
-        if until is None and gate.paused and gate.reason == "429":
+        if until is None and gate.paused and gate.reason == "429" and reason != RESUMED_BY_OPERATOR:
             return  # a 429 seen here a moment ago is newer than what the table says
         gate.set(until, reason)
 
