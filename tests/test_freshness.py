@@ -194,6 +194,31 @@ async def test_a_reconcile_whose_push_listing_fails_counts_its_catch_ups_once(
     assert (job.status, job.last_error) == ("done", None), "finished, not retried"
 
 
+async def test_a_push_operation_data_type_too_long_to_store_is_cut_alike_on_both_databases(
+    engine: AsyncEngine, ctx: Context, fake_codat: FakeCodat, clock: Clock
+) -> None:
+    fake_codat.add_company(COMPANY, CONNECTION)
+    key = codat_id("push", 3)
+    fake_codat.add_push_operation(
+        COMPANY,
+        key=key,
+        data_type="bills",
+        status="Success",
+        requested=clock.now - timedelta(hours=1),
+    )
+    # The fake refuses a data type Codat does not have; Codat's own answer is not checked.
+    with fake_codat._lock:
+        fake_codat._company(COMPANY).push_operations[key]["dataType"] = "x" * 100
+    async with ctx.sessions.begin() as session:
+        from app.processing.reconcile import request_reconcile
+
+        await request_reconcile(session, COMPANY, clock.now)
+    await Worker(ctx).run_until_idle()
+    outcome = await one(engine, WriteOutcome, WriteOutcome.push_operation_key == key)
+    assert (outcome.data_type, outcome.status) == ("x" * 64, "Success")
+    assert (await one(engine, Job, Job.kind == "reconcile")).status == "done"
+
+
 MISSED = codat_id("push", 1)
 
 

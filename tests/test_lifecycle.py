@@ -20,7 +20,7 @@ from app.codat.events import company_id_of
 from app.config import Settings
 from app.db import session_factory
 from app.main import create_app
-from app.models import Change, Company, DataTypeState, Job, Record
+from app.models import Change, Company, DataTypeState, Job, Record, WebhookEvent
 from app.processing.context import Context
 from app.processing.lifecycle import prune_deleted_companies
 from app.processing.queue import enqueue_job
@@ -228,6 +228,28 @@ async def test_only_the_accounting_connection_blocks_or_lifts_the_block(
     assert (shown["needs_reauth"], shown["reauth_reason"]) == (True, "connection.disconnected")
     assert await connection_id(engine) == accounting
     assert await changes(engine, "company.reconnected") == []
+
+
+async def test_a_link_url_too_long_to_store_is_dropped_and_the_event_processed(
+    client: httpx.AsyncClient, engine: AsyncEngine, ctx: Context, fake_codat: FakeCodat
+) -> None:
+    seed_company(fake_codat)
+    too_long = "https://link-api.codat.io/start?state=" + "x" * 3000
+    created = company_event(
+        "company.created",
+        "2026-05-08T16:00:00Z",
+        {"id": COMPANY, "name": "Toft stores", "redirect": too_long},
+    )
+    await process(client, ctx, created)
+    broken = connection_event("connection.disconnected", "2026-05-08T16:45:12Z", "Deauthorized")
+    broken["payload"]["connection"]["linkUrl"] = too_long
+    await process(client, ctx, broken)
+    shown = await company_json(client)
+    assert (shown["name"], shown["needs_reauth"]) == ("Toft stores", True)
+    assert shown["link_url"] is None, "a cut URL would lead nowhere"
+    async with engine.connect() as connection:
+        statuses = (await connection.execute(select(WebhookEvent.status))).scalars().all()
+    assert sorted(statuses) == ["processed", "processed"]
 
 
 async def test_an_auth_error_read_needs_relinking_and_a_newer_initial_read_lifts_it(

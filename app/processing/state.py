@@ -7,6 +7,7 @@ upsert only lands when its event is newer (DESIGN.md: order per entity).
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +21,45 @@ from app.codat.records import PushOperation
 from app.db import Executor, dialect_insert, dialect_name, insert_for
 from app.models import Base, Company, DataTypeState, RateLimitState, Record, WriteOutcome
 
+log = logging.getLogger(__name__)
+
 RATE_LIMIT_ROW = 1
+
+
+def _size(column: InstrumentedAttribute[Any]) -> int | None:
+    """A column's declared size (String(n)), which PostgreSQL enforces and SQLite does not."""
+    length = getattr(column.expression.type, "length", None)
+    return length if isinstance(length, int) else None
+
+
+def fitting_link_url(link_url: str | None, company_id: str) -> str | None:
+    """A link URL too long for its column is dropped, not cut: a cut URL leads nowhere,
+    and PostgreSQL would refuse the whole event where SQLite stores it."""
+    size = _size(Company.link_url)
+    if link_url is None or size is None or len(link_url) <= size:
+        return link_url
+    log.info(
+        "link url dropped: too long",
+        extra={"company_id": company_id, "length": len(link_url), "limit": size},
+    )
+    return None
+
+
+def fitting_write(values: dict[str, Any]) -> dict[str, Any]:
+    """A write outcome's texts cut to their columns' sizes (all but the key), so that a
+    long `dataType`, `type` or `status` from Codat is stored alike on both databases."""
+    fitted = dict(values)
+    for name, value in values.items():
+        size = _size(getattr(WriteOutcome, name))
+        if name == "push_operation_key" or not isinstance(value, str) or size is None:
+            continue
+        if len(value) > size:
+            log.info(
+                "write outcome value cut to its column",
+                extra={"column": name, "length": len(value), "limit": size},
+            )
+            fitted[name] = value[:size]
+    return fitted
 
 
 def _not_older(
@@ -148,7 +187,7 @@ async def record_connection(
         "connection_id": connection_id,
         "connection_status": func.coalesce(status, Company.connection_status),
         "connection_event_at": event_at,
-        "link_url": func.coalesce(link_url, Company.link_url),
+        "link_url": func.coalesce(fitting_link_url(link_url, company_id), Company.link_url),
         "updated_at": now,
     }
     if needs_reauth is not None:
@@ -182,7 +221,7 @@ async def record_company_status(
             status=status,
             status_event_at=event_at,
             deleted_at=now if status == "deleted" else None,
-            link_url=func.coalesce(link_url, Company.link_url),
+            link_url=func.coalesce(fitting_link_url(link_url, company_id), Company.link_url),
             updated_at=now,
         )
     )
@@ -251,6 +290,7 @@ async def record_read(
 async def record_write(session: Executor, values: dict[str, Any]) -> bool:
     """One outcome per push operation key; a later event (or catch-up) wins. Whether
     this one was written."""
+    values = fitting_write(values)
     return await upsert(
         session,
         WriteOutcome,
