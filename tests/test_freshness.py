@@ -219,6 +219,33 @@ async def test_a_push_operation_data_type_too_long_to_store_is_cut_alike_on_both
     assert (await one(engine, Job, Job.kind == "reconcile")).status == "done"
 
 
+async def test_a_missed_write_whose_detail_fails_does_not_stop_the_others(
+    engine: AsyncEngine, ctx: Context, fake_codat: FakeCodat, clock: Clock
+) -> None:
+    fake_codat.add_company(COMPANY, CONNECTION)
+    broken, good = codat_id("push", 4), codat_id("push", 5)
+    for key, minutes in ((broken, 20), (good, 10)):
+        fake_codat.add_push_operation(
+            COMPANY,
+            key=key,
+            data_type="bills",
+            status="Failed",
+            requested=clock.now - timedelta(minutes=minutes),
+            error_message="Tax rate not found",
+        )
+    fake_codat.fail_next(f"/push/{broken}", 400)  # its detail is refused
+    async with ctx.sessions.begin() as session:
+        from app.processing.reconcile import request_reconcile
+
+        await request_reconcile(session, COMPANY, clock.now)
+    await Worker(ctx).run_until_idle()
+    async with engine.connect() as connection:
+        keys = (await connection.execute(select(WriteOutcome.push_operation_key))).scalars().all()
+    assert list(keys) == [good]
+    company = await one(engine, Company, Company.id == COMPANY)
+    assert (company.write_catch_ups, company.last_push_reconciled_at) == (1, None)
+
+
 MISSED = codat_id("push", 1)
 
 

@@ -186,9 +186,9 @@ async def _catch_up_reads(ctx: Context, company_id: str, statuses: dict[str, Any
 
 
 async def _catch_up_writes(ctx: Context, company_id: str) -> tuple[int, bool]:
-    """How many missed outcomes were recorded, and whether every page was listed. A
-    failed listing is logged, not raised: the reads were counted and committed, and the
-    next reconcile due lists the push operations again."""
+    """How many missed outcomes were recorded, and whether all were. A failed listing or
+    operation is logged, not raised: the reads were counted and committed, and the next
+    reconcile due (last_push_reconciled_at left as it was) lists them again."""
     now = ctx.clock()
     async with ctx.sessions() as session:
         finished = set(
@@ -211,21 +211,29 @@ async def _catch_up_writes(ctx: Context, company_id: str) -> tuple[int, bool]:
         if newest
         else (now - ctx.settings.reconcile_push_lookback)
     )
-    caught_up = 0
+    caught_up, complete = 0, True
     try:
         async for page in ctx.codat.push_operations(company_id, requested_since=since):
             for operation in page:
                 if not operation.finished or operation.key in finished:
                     continue
-                await _record_missed_write(ctx, company_id, operation)
+                try:
+                    await _record_missed_write(ctx, company_id, operation)
+                except Exception:  # one bad operation never stops the good ones
+                    log.exception(
+                        "missed write not recorded; the next reconcile tries it again",
+                        extra={"company_id": company_id, "push_operation_key": operation.key},
+                    )
+                    complete = False
+                    continue
                 caught_up += 1
-    except Exception:  # paging, 5xx, a pause, a bad row: each outcome recorded is kept
+    except Exception:  # paging, 5xx, a pause: each outcome recorded is kept
         log.exception(
             "push operations not listed; the next reconcile lists them",
             extra={"company_id": company_id, "write_catch_ups": caught_up},
         )
-        return caught_up, False
-    return caught_up, True
+        complete = False
+    return caught_up, complete
 
 
 async def _record_missed_write(ctx: Context, company_id: str, operation: PushOperation) -> None:
