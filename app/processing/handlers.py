@@ -349,8 +349,9 @@ async def handle_write(ctx: Context, delivered: Delivered) -> Outcome:
 async def _deleted(ctx: Context, company_id: str) -> bool:
     """A deleted company's work has stopped: its write outcomes are kept as the event
     says, without asking Codat for more."""
-    async with ctx.sessions() as session:
-        return await blocked_reason(session, company_id) == DELETED
+    # A bare connection, not an ORM session: this runs for every failed write.
+    async with ctx.engine.connect() as connection:
+        return await blocked_reason(connection, company_id) == DELETED
 
 
 async def handle_rate_limit(ctx: Context, delivered: Delivered) -> Outcome:
