@@ -438,10 +438,10 @@ def api_cases(client: httpx.Client, companies: int) -> list[tuple[str, str, dict
     spec = client.get("/openapi.json").json()
     parameters = spec["paths"]["/api/v1/companies"]["get"].get("parameters", [])
     filters = {p["name"] for p in parameters} - {"limit", "cursor"}
-    for name, value in company_filters(companies):
+    for name, value, label in company_filters(companies):
         if name in filters:
-            cases.append((f"companies, {name}={value}", "/api/v1/companies", {name: value}))
-    missing = filters - {name for name, _ in company_filters(companies)}
+            cases.append((f"companies, {label}", "/api/v1/companies", {name: value}))
+    missing = filters - {name for name, _, _ in company_filters(companies)}
     if missing:
         print(f"    (companies list filters not measured: {', '.join(sorted(missing))})")
     cases += [
@@ -458,13 +458,14 @@ def api_cases(client: httpx.Client, companies: int) -> list[tuple[str, str, dict
     return cases
 
 
-def company_filters(companies: int) -> list[tuple[str, str]]:
-    """Filters of the companies lists, with a value that matches a quarter of the
-    companies, one company (the platform's own customer id), and 2%."""
+def company_filters(companies: int) -> list[tuple[str, str, str]]:
+    """(parameter, value, label): filters of the companies lists matching a quarter of the
+    companies, one company (the platform's own customer id, the same label at every
+    size), and 2%."""
     return [
-        ("tag", "region:uk"),
-        ("tag", f"customer:cust_{companies // 2 + 1}"),
-        ("needs_reauth", "true"),
+        ("tag", "region:uk", "tag=region:uk"),
+        ("tag", f"customer:cust_{companies // 2 + 1}", "tag=customer:<one id>"),
+        ("needs_reauth", "true", "needs_reauth=true"),
     ]
 
 
@@ -480,8 +481,8 @@ def dashboard_cases(companies: int) -> list[tuple[str, str, dict[str, Any]]]:
         for state in COMPANY_STATES
     ]
     cases += [
-        (f"dashboard companies, tag={value}", "/ui/companies", {"tag": value})
-        for name, value in company_filters(companies)
+        (f"dashboard companies, {label}", "/ui/companies", {"tag": value})
+        for name, value, label in company_filters(companies)
         if name == "tag"
     ]
     return cases
