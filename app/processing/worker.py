@@ -135,13 +135,16 @@ class Worker:
         listener or notifier would go on quietly doing less."""
         log.info("worker started", extra={"worker_id": self.worker_id})
         await self.schedule_sweep()
-        helpers = {
+        # Cancelled at the stop; the notifier instead ends its batch in hand (each post is
+        # bounded by its time-out) and returns once `stop` is set.
+        cancelled_at_stop = [
             asyncio.create_task(self._renew_leases_forever(), name="lease renewal"),
             # Returns at once on SQLite (nothing to listen to): that is not a failure.
             asyncio.create_task(listen_for_work(self.ctx.engine, self.wake), name="listener"),
-        }
+        ]
+        helpers = list(cancelled_at_stop)
         if self.notifier is not None:
-            helpers.add(asyncio.create_task(self.notifier.run(stop), name="notifier"))
+            helpers.append(asyncio.create_task(self.notifier.run(stop), name="notifier"))
         died: list[asyncio.Task[None]] = []
 
         def watch(task: asyncio.Task[None]) -> None:
@@ -160,11 +163,9 @@ class Worker:
                     await self._wait(stop)
         finally:
             self._accepting = False
-            for helper in helpers:
-                if helper.get_name() != "notifier":
-                    helper.cancel()
+            for helper in cancelled_at_stop:
+                helper.cancel()
             await self._drain(self.ctx.settings.worker_shutdown_grace_seconds)
-            # The notifier stops after its batch in hand (each post bounded by its time-out).
             await asyncio.gather(*helpers, return_exceptions=True)
             if self.notifier is not None:
                 await self.notifier.aclose()
